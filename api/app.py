@@ -1,0 +1,31 @@
+"""The Starlette application."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from api.problems import EXCEPTION_HANDLERS
+from api.routes import datasets, files, items, postprocessors, system, version_parts
+
+log = logging.getLogger("itemflow.api")
+
+
+def create_app() -> Starlette:
+    api_routes = [
+        *datasets.routes,
+        *version_parts.routes,
+        *items.routes,
+        *files.routes,
+        *postprocessors.routes,
+        *system.api_routes,
+    ]
+    return Starlette(
+        routes=[*system.routes, Mount("/api/v1", routes=api_routes)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+
+
+app = create_app()

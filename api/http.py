@@ -1,0 +1,208 @@
+"""What every route needs: the caller's key, a session, the body, paging."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from shared.db import session_scope
+from shared.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from shared.services import users
+from shared.services.scope import Page
+from shared.settings import get_settings
+
+T = TypeVar("T")
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def bearer_key(request: Request) -> str:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized()
+    return key.strip()
+
+
+async def authenticate(request: Request) -> uuid.UUID:
+    key = bearer_key(request)
+
+    def work() -> uuid.UUID:
+        with session_scope() as session:
+            return users.authenticate(session, key)
+
+    return await run_in_threadpool(work)
+
+
+@dataclass
+class Context:
+    """What a handler gets: the request (for its query and headers), an open
+    session in a transaction, the caller and the validated body."""
+
+    request: Request
+    session: Session
+    user_id: uuid.UUID
+    body: Any = None
+
+    def id(self, name: str) -> uuid.UUID:
+        value: uuid.UUID = self.request.path_params[name]
+        return value
+
+    @property
+    def page(self) -> Page:
+        return page_of(self.request)
+
+
+@dataclass
+class Listing:
+    rows: list[Any]
+    total: int
+
+
+Handler = Callable[[Context], Any]
+
+
+def endpoint(
+    body: type[BaseModel] | None = None, *, optional_body: bool = False, status: int = 200
+) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Turn `handler(context) -> data` into a Starlette endpoint. The handler
+    runs in the thread pool (the database driver blocks) inside one
+    transaction; what it returns is sent as JSON (a Listing as a plain array
+    with X-Total-Count)."""
+
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            user_id = await authenticate(request)
+            parsed = await read_body(request, body, optional=optional_body) if body else None
+
+            def work() -> Any:
+                with session_scope() as session:
+                    return handler(Context(request, session, user_id, parsed))
+
+            result = await run_in_threadpool(work)
+            if isinstance(result, Response):
+                return result
+            if isinstance(result, Listing):
+                return json_response(result.rows, total=result.total)
+            return json_response(result, status)
+
+        run.__name__ = handler.__name__
+        run.__doc__ = handler.__doc__
+        return run
+
+    return wrap
+
+
+def public(schema: type[BaseModel], row: Any, **extra: Any) -> dict[str, Any]:
+    return schema.model_validate(row).model_dump(mode="json") | extra
+
+
+def public_list(schema: type[BaseModel], rows: Sequence[Any]) -> list[dict[str, Any]]:
+    return [public(schema, row) for row in rows]
+
+
+def json_response(data: Any, status_code: int = 200, total: int | None = None) -> Response:
+    headers = {"X-Total-Count": str(total)} if total is not None else None
+    return JSONResponse(data, status_code=status_code, headers=headers)
+
+
+async def read_body(request: Request, schema: type[Body], *, optional: bool = False) -> Body:
+    """The JSON body, validated; problems come back as 413, 415, 400 or 422."""
+    limit = get_settings().max_json_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"JSON bodies are limited to {limit} bytes.")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"JSON bodies are limited to {limit} bytes.")
+    if not raw.strip():
+        if optional:
+            return schema()
+        raise ValidationFailed([{"loc": ["body"], "msg": "a JSON body is required"}])
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType("Send the body as application/json.")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadRequest(f"The body is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ValidationFailed([{"loc": ["body"], "msg": "the body must be a JSON object"}])
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        raise ValidationFailed(field_errors(error, "body")) from error
+
+
+def field_errors(error: ValidationError, where: str) -> list[dict[str, Any]]:
+    return [{"loc": [where, *item["loc"]], "msg": item["msg"]} for item in error.errors()]
+
+
+def page_of(request: Request) -> Page:
+    size = int_param(request, "page_size", 100, minimum=1, maximum=1000)
+    index = int_param(request, "page_count", 0, minimum=0, maximum=10_000_000)
+    return Page(size=size, index=index)
+
+
+def int_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise ValidationFailed(
+            [{"loc": ["query", name], "msg": f"must be an integer from {minimum} to {maximum}"}]
+        )
+    return value
+
+
+def uuid_param(request: Request, name: str) -> uuid.UUID | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ValidationFailed([{"loc": ["query", name], "msg": "must be a UUID"}]) from None
+
+
+def choice_param(request: Request, name: str, choices: type[T]) -> T | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return choices(raw)  # type: ignore[call-arg]
+    except ValueError:
+        allowed = ", ".join(str(choice) for choice in choices)  # type: ignore[attr-defined]
+        raise ValidationFailed(
+            [{"loc": ["query", name], "msg": f"must be one of {allowed}"}]
+        ) from None
+
+
+def if_match(request: Request) -> int | None:
+    """The item version named in If-Match; -1 (matches nothing) if unreadable."""
+    raw = request.headers.get("if-match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if value == "*":
+        return None
+    return int(value) if value.isdigit() else -1

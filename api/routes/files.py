@@ -1,0 +1,156 @@
+"""Uploading an item's file (which starts its post-processors) and
+downloading it, or a thumbnail of it."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
+from PIL import Image
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from api.http import authenticate, if_match, json_response, public
+from api.multipart import FilePart
+from api.routes.items import ITEM
+from shared import filekinds
+from shared.db import session_scope
+from shared.errors import PayloadTooLarge, UnsupportedMediaType
+from shared.schemas import ItemPublic
+from shared.services import items
+from shared.services.scope import get_item
+from shared.settings import get_settings
+from shared.storage import get_storage
+
+THUMBNAIL_SIZE = 256
+# Room for the multipart boundaries and part headers around the file.
+MULTIPART_OVERHEAD = 64 * 1024
+CHUNK = 64 * 1024
+
+
+def _ids(request: Request) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    params = request.path_params
+    return params["dataset_id"], params["version_id"], params["item_id"]
+
+
+async def upload(request: Request) -> Response:
+    user_id = await authenticate(request)
+    dataset_id, version_id, item_id = _ids(request)
+    expected_version = if_match(request)
+
+    def check_item() -> None:
+        with session_scope() as session:
+            get_item(session, user_id, dataset_id, version_id, item_id)
+
+    # 404 before reading a byte of the body.
+    await run_in_threadpool(check_item)
+    limit = get_settings().max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(f"The file is larger than the limit of {limit} bytes.")
+
+    part = FilePart(request.headers.get("content-type", ""), request.stream())
+    storage = get_storage()
+    staged = await storage.stage(part.chunks(), limit)
+    try:
+        kind = filekinds.detect(staged.head)
+
+        def attach() -> dict[str, object]:
+            with session_scope() as session:
+                item = items.attach_file(
+                    session,
+                    user_id,
+                    dataset_id,
+                    version_id,
+                    item_id,
+                    staged,
+                    kind,
+                    part.file_name or f"{item_id}.{kind.extension}",
+                    expected_version,
+                )
+                return public(ItemPublic, item)
+
+        data = await run_in_threadpool(attach)
+    except BaseException:
+        storage.delete(staged.key)
+        raise
+    return json_response(data)
+
+
+async def download(request: Request) -> Response:
+    user_id = await authenticate(request)
+    dataset_id, version_id, item_id = _ids(request)
+
+    def find() -> items.StoredFile:
+        with session_scope() as session:
+            return items.stored_file(session, user_id, dataset_id, version_id, item_id)
+
+    stored = await run_in_threadpool(find)
+    thumbnail = request.query_params.get("thumbnail", "").lower() in ("true", "1", "yes")
+    if thumbnail and filekinds.is_image_extension(stored.extension):
+        return await _thumbnail(request, stored)
+    etag = f'"{stored.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Content-Length": str(stored.size),
+        "Content-Disposition": _disposition(stored.name),
+    }
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    storage = get_storage()
+    stream = storage.open(stored.key)
+    return StreamingResponse(
+        _read_chunks(stream),
+        media_type=stored.media_type,
+        headers=headers,
+        background=BackgroundTask(stream.close),
+    )
+
+
+async def _read_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
+    while chunk := await run_in_threadpool(stream.read, CHUNK):
+        yield chunk
+
+
+async def _thumbnail(request: Request, stored: items.StoredFile) -> Response:
+    etag = f'"{stored.sha256}-thumb{THUMBNAIL_SIZE}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+
+    def render() -> bytes:
+        try:
+            with get_storage().local_path(stored.key) as path, Image.open(path) as image:
+                image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+                out = io.BytesIO()
+                image.convert("RGB").save(out, "JPEG", quality=85)
+                return out.getvalue()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise UnsupportedMediaType(
+                f"No thumbnail can be made of this image: {error}"
+            ) from error
+
+    body = await run_in_threadpool(render)
+    stem = stored.name.rsplit(".", 1)[0]
+    return Response(
+        body,
+        media_type="image/jpeg",
+        headers={"ETag": etag, "Content-Disposition": _disposition(f"{stem}-thumbnail.jpg")},
+    )
+
+
+def _disposition(name: str) -> str:
+    from urllib.parse import quote
+
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
+routes = [
+    Route(ITEM + "/upload", upload, methods=["POST"]),
+    Route(ITEM + "/download", download, methods=["GET"]),
+]

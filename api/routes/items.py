@@ -1,0 +1,86 @@
+"""Dataset items, with their job counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.routing import Route
+
+from api.http import Context, Listing, choice_param, endpoint, if_match, public, uuid_param
+from api.routes.datasets import VERSION
+from shared.models import DatasetItem, JobStatus
+from shared.schemas import ItemCreate, ItemPublic, ItemUpdate, JobCounts
+from shared.services import items
+
+
+def with_job_status(item: DatasetItem, counts: JobCounts) -> dict[str, Any]:
+    return public(ItemPublic, item, job_status=counts.model_dump())
+
+
+@endpoint()
+def list_items(c: Context) -> Listing:
+    rows, total = items.list_items(
+        c.session,
+        c.user_id,
+        c.id("dataset_id"),
+        c.id("version_id"),
+        c.page,
+        split_id=uuid_param(c.request, "split_id"),
+        job_status=choice_param(c.request, "job_status", JobStatus),
+    )
+    counts = items.job_counts(c.session, [item.id for item in rows])
+    return Listing([with_job_status(item, counts[item.id]) for item in rows], total)
+
+
+@endpoint(ItemCreate, status=201)
+def create_item(c: Context) -> dict[str, Any]:
+    item = items.create_item(c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.body)
+    return public(ItemPublic, item)
+
+
+@endpoint()
+def get_item(c: Context) -> dict[str, Any]:
+    item = items.load_item(
+        c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("item_id")
+    )
+    return with_job_status(item, items.job_counts(c.session, [item.id])[item.id])
+
+
+@endpoint(ItemUpdate)
+def update_item(c: Context) -> dict[str, Any]:
+    item = items.update_item(
+        c.session,
+        c.user_id,
+        c.id("dataset_id"),
+        c.id("version_id"),
+        c.id("item_id"),
+        c.body,
+        if_match(c.request),
+    )
+    return public(ItemPublic, item)
+
+
+@endpoint()
+def delete_item(c: Context) -> dict[str, Any]:
+    item = items.delete_item(
+        c.session,
+        c.user_id,
+        c.id("dataset_id"),
+        c.id("version_id"),
+        c.id("split_id"),
+        c.id("item_id"),
+    )
+    return public(ItemPublic, item)
+
+
+ITEM = VERSION + "/items/{item_id:uuid}"
+
+routes = [
+    Route(VERSION + "/items", list_items, methods=["GET"]),
+    Route(VERSION + "/items", create_item, methods=["POST"]),
+    Route(ITEM, get_item, methods=["GET"]),
+    Route(ITEM, update_item, methods=["PUT"]),
+    Route(
+        VERSION + "/splits/{split_id:uuid}/items/{item_id:uuid}", delete_item, methods=["DELETE"]
+    ),
+]

@@ -1,0 +1,138 @@
+"""Post-processors of a dataset, and the jobs they run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.routing import Route
+
+from api.http import Context, Listing, choice_param, endpoint, public, uuid_param
+from api.routes.datasets import DATASET
+from api.routes.items import ITEM
+from shared.models import JobStatus, PostProcessor, PostProcessorJob
+from shared.postprocessors.registry import get_registry
+from shared.schemas import (
+    JobPublic,
+    JobRetry,
+    PostProcessorCreate,
+    PostProcessorPublic,
+    PostProcessorUpdate,
+    PostProcessorWithDetails,
+)
+from shared.services import jobs, postprocessors
+
+
+def with_details(post_processor: PostProcessor) -> dict[str, Any]:
+    if post_processor.external_provider:
+        details = {
+            "model_name": post_processor.external_model,
+            "model_kind": "external",
+            "is_external": True,
+            "provider_name": post_processor.external_provider,
+        }
+    else:
+        model = get_registry().model_class(post_processor.model_type, post_processor.model_id)
+        details = {
+            "model_name": model.name if model else "",
+            "model_kind": model.kind if model else "missing",
+            "is_external": False,
+            "provider_name": "",
+        }
+    return public(PostProcessorWithDetails, {**_columns(post_processor), **details})
+
+
+def _columns(row: PostProcessor) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in row.__mapper__.column_attrs}
+
+
+def job_with_details(row: tuple[PostProcessorJob, str, str]) -> dict[str, Any]:
+    job, post_processor_name, item_name = row
+    return public(JobPublic, job, post_processor_name=post_processor_name, item_name=item_name)
+
+
+@endpoint()
+def list_post_processors(c: Context) -> list[dict[str, Any]]:
+    rows = postprocessors.list_post_processors(c.session, c.user_id, c.id("dataset_id"))
+    return [with_details(row) for row in rows]
+
+
+@endpoint(PostProcessorCreate, status=201)
+def create_post_processor(c: Context) -> dict[str, Any]:
+    row = postprocessors.create_post_processor(c.session, c.user_id, c.id("dataset_id"), c.body)
+    return public(PostProcessorPublic, row)
+
+
+@endpoint()
+def get_post_processor(c: Context) -> dict[str, Any]:
+    row = postprocessors.get_post_processor(
+        c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id")
+    )
+    return with_details(row)
+
+
+@endpoint(PostProcessorUpdate)
+def update_post_processor(c: Context) -> dict[str, Any]:
+    row = postprocessors.update_post_processor(
+        c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id"), c.body
+    )
+    return public(PostProcessorPublic, row)
+
+
+@endpoint()
+def delete_post_processor(c: Context) -> dict[str, Any]:
+    row = postprocessors.delete_post_processor(
+        c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id")
+    )
+    return public(PostProcessorPublic, row)
+
+
+@endpoint()
+def list_dataset_jobs(c: Context) -> Listing:
+    rows, total = jobs.list_dataset_jobs(
+        c.session,
+        c.user_id,
+        c.id("dataset_id"),
+        c.page,
+        status=choice_param(c.request, "status", JobStatus),
+        post_processor_id=uuid_param(c.request, "post_processor_id"),
+        item_id=uuid_param(c.request, "item_id"),
+    )
+    return Listing([job_with_details(row) for row in rows], total)
+
+
+@endpoint()
+def list_item_jobs(c: Context) -> list[dict[str, Any]]:
+    rows = jobs.list_item_jobs(
+        c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("item_id")
+    )
+    return [job_with_details(row) for row in rows]
+
+
+@endpoint(JobRetry, optional_body=True)
+def retry_job(c: Context) -> dict[str, Any]:
+    job = jobs.retry_job(
+        c.session,
+        c.user_id,
+        c.id("dataset_id"),
+        c.id("version_id"),
+        c.id("item_id"),
+        c.id("job_id"),
+        c.body.max_attempts,
+    )
+    return public(JobPublic, job)
+
+
+POST_PROCESSORS = DATASET + "/post-processors"
+ONE = POST_PROCESSORS + "/{post_processor_id:uuid}"
+
+routes = [
+    Route(POST_PROCESSORS, list_post_processors, methods=["GET"]),
+    Route(POST_PROCESSORS, create_post_processor, methods=["POST"]),
+    # Before the {post_processor_id} routes, though "jobs" is no UUID anyway.
+    Route(POST_PROCESSORS + "/jobs", list_dataset_jobs, methods=["GET"]),
+    Route(ONE, get_post_processor, methods=["GET"]),
+    Route(ONE, update_post_processor, methods=["PUT"]),
+    Route(ONE, delete_post_processor, methods=["DELETE"]),
+    Route(ITEM + "/jobs", list_item_jobs, methods=["GET"]),
+    Route(ITEM + "/jobs/{job_id:uuid}/retry", retry_job, methods=["POST"]),
+]

@@ -1,0 +1,67 @@
+"""Health checks, and the compatibility routes SeeMe.ai clients call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.http import Context, endpoint
+from api.problems import problem
+from shared.db import get_engine
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    checks = {
+        "database": await run_in_threadpool(_database_ok),
+        "broker": await run_in_threadpool(_broker_ok),
+    }
+    if all(checks.values()):
+        return JSONResponse({"status": "ok", **_words(checks)})
+    down = ", ".join(name for name, ok in checks.items() if not ok)
+    return problem(503, f"Not ready: {down} unreachable.", **_words(checks))
+
+
+def _words(checks: dict[str, bool]) -> dict[str, str]:
+    return {name: "ok" if ok else "unreachable" for name, ok in checks.items()}
+
+
+def _database_ok() -> bool:
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
+
+
+def _broker_ok() -> bool:
+    from worker.app import celery_app
+
+    try:
+        with celery_app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+    except Exception:
+        return False
+    return True
+
+
+@endpoint()
+def applications(c: Context) -> list[Any]:
+    # Models are served elsewhere; SeeMe.ai clients only need the list to exist.
+    return []
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]
+api_routes = [Route("/applications", applications, methods=["GET"])]

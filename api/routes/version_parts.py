@@ -1,0 +1,103 @@
+"""The splits, labels and annotations of a dataset version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.routing import Route
+
+from api.http import Context, Listing, endpoint, public, public_list
+from api.routes.datasets import VERSION
+from shared.models import DatasetSplit, Label
+from shared.schemas import (
+    AnnotationCreate,
+    AnnotationPublic,
+    AnnotationUpdate,
+    LabelCreate,
+    LabelPublic,
+    LabelUpdate,
+    SplitCreate,
+    SplitPublic,
+    SplitUpdate,
+)
+from shared.services import annotations, datasets
+
+
+def child_routes(
+    path: str,
+    model: type[DatasetSplit] | type[Label],
+    schema: type[BaseModel],
+    create_body: type[BaseModel],
+    update_body: type[BaseModel],
+) -> list[Route]:
+    """The five routes of a version's splits or labels, which differ only in
+    their model and schemas."""
+
+    def ids(c: Context) -> tuple[Any, ...]:
+        return (c.session, model, c.user_id, c.id("dataset_id"), c.id("version_id"))
+
+    @endpoint()
+    def list_rows(c: Context) -> Listing:
+        rows, total = datasets.list_children(*ids(c), c.page)
+        return Listing(public_list(schema, rows), total)
+
+    @endpoint(create_body, status=201)
+    def create_row(c: Context) -> dict[str, Any]:
+        return public(schema, datasets.create_child(*ids(c), c.body))
+
+    @endpoint()
+    def get_row(c: Context) -> dict[str, Any]:
+        return public(schema, datasets.get_version_child(*ids(c), c.id("row_id")))
+
+    @endpoint(update_body)
+    def update_row(c: Context) -> dict[str, Any]:
+        return public(schema, datasets.update_child(*ids(c), c.id("row_id"), c.body))
+
+    @endpoint()
+    def delete_row(c: Context) -> dict[str, Any]:
+        return public(schema, datasets.delete_child(*ids(c), c.id("row_id")))
+
+    one = path + "/{row_id:uuid}"
+    return [
+        Route(path, list_rows, methods=["GET"]),
+        Route(path, create_row, methods=["POST"]),
+        Route(one, get_row, methods=["GET"]),
+        Route(one, update_row, methods=["PUT"]),
+        Route(one, delete_row, methods=["DELETE"]),
+    ]
+
+
+@endpoint(AnnotationCreate, status=201)
+def create_annotation(c: Context) -> dict[str, Any]:
+    annotation = annotations.create_annotation(
+        c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.body
+    )
+    return public(AnnotationPublic, annotation)
+
+
+@endpoint(AnnotationUpdate)
+def update_annotation(c: Context) -> dict[str, Any]:
+    annotation = annotations.update_annotation(
+        c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("annotation_id"), c.body
+    )
+    return public(AnnotationPublic, annotation)
+
+
+@endpoint()
+def delete_annotation(c: Context) -> dict[str, Any]:
+    annotation = annotations.delete_annotation(
+        c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("annotation_id")
+    )
+    return public(AnnotationPublic, annotation)
+
+
+ANNOTATION = VERSION + "/annotations/{annotation_id:uuid}"
+
+routes = [
+    *child_routes(VERSION + "/splits", DatasetSplit, SplitPublic, SplitCreate, SplitUpdate),
+    *child_routes(VERSION + "/labels", Label, LabelPublic, LabelCreate, LabelUpdate),
+    Route(VERSION + "/annotations", create_annotation, methods=["POST"]),
+    Route(ANNOTATION, update_annotation, methods=["PUT"]),
+    Route(ANNOTATION, delete_annotation, methods=["DELETE"]),
+]

@@ -1,0 +1,73 @@
+"""Engine and sessions. One session per request or task, closed by `with`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # The driver's own transaction handling is switched off so that every
+        # transaction starts with BEGIN IMMEDIATE: it takes the write lock up
+        # front, so two processes never deadlock upgrading a read lock.
+        engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while a worker writes; foreign keys make the
+    # cascades declared in the models real; busy_timeout waits out a writer
+    # in another process instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@lru_cache
+def get_engine() -> Engine:
+    return make_engine(get_settings().effective_database_url)
+
+
+@lru_cache
+def _session_factory() -> sessionmaker[Session]:
+    return sessionmaker(get_engine(), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error.
+
+    Work registered with `after_commit` runs once the commit has succeeded,
+    so that a message is never sent for a row that was rolled back.
+    """
+    with _session_factory()() as session:
+        with session.begin():
+            yield session
+        for action in session.info.pop("after_commit", []):
+            try:
+                action()
+            except Exception:
+                # The transaction stands; what failed here (a lost enqueue, a
+                # file left behind) is logged and recovered later.
+                log.exception("after-commit action failed")
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    session.info.setdefault("after_commit", []).append(action)

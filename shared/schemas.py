@@ -1,0 +1,272 @@
+"""Request and response bodies, named by role: `*Create`, `*Update`, `*Public`.
+
+Requests are lenient the way the contract asks: unknown and read-only fields
+are ignored, and a `null` counts as "not given". Responses never carry `null`
+except in the fields the contract marks nullable.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# Ids the contract gives as plain strings, "" when unset.
+IdText = Annotated[str, BeforeValidator(lambda value: "" if value is None else str(value))]
+Timestamp = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str)]
+ContentType = Literal["images", "text", "tabular", "ner", "documents"]
+ModelType = Literal["stt", "stt-diarization", "classification", "detection", "ner", "ocr", "llm"]
+OutputTarget = Literal["text", "annotations", "both"]
+Provider = Literal["openai", "anthropic"]
+JobStatusName = Literal["pending", "processing", "completed", "failed"]
+
+
+class RequestBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_max_length=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent, for a partial update."""
+        return self.model_dump(include=self.model_fields_set)
+
+
+# --- requests ---------------------------------------------------------------
+
+
+class DatasetCreate(RequestBody):
+    name: str = ""
+    description: str = ""
+    notes: str = ""
+    content_type: ContentType = "images"
+    multi_label: bool = False
+    default_splits: bool = False
+
+
+class DatasetUpdate(RequestBody):
+    name: str = ""
+    description: str = ""
+    notes: str = ""
+    content_type: ContentType = "images"
+    multi_label: bool = False
+
+
+class VersionCreate(RequestBody):
+    name: str = ""
+    description: str = ""
+    default_split: str = ""
+    config: str = ""
+
+
+VersionUpdate = VersionCreate
+
+
+class SplitCreate(RequestBody):
+    name: str = ""
+    description: str = ""
+
+
+SplitUpdate = SplitCreate
+
+
+class LabelCreate(RequestBody):
+    name: str = ""
+    description: str = ""
+    color: str = ""
+    index: int = 0
+    shortcut: str = ""
+
+
+LabelUpdate = LabelCreate
+
+
+class AnnotationCreate(RequestBody):
+    label_id: uuid.UUID
+    item_id: uuid.UUID
+    split_id: uuid.UUID | Literal[""] | None = None
+    coordinates: str = ""
+
+
+class AnnotationUpdate(RequestBody):
+    label_id: uuid.UUID | None = None
+    split_id: uuid.UUID | Literal[""] | None = None
+    coordinates: str = ""
+
+
+class SplitRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: uuid.UUID
+
+
+class ItemCreate(RequestBody):
+    name: str = ""
+    description: str = ""
+    text: str = ""
+    extension: str = Field(default="", max_length=20)
+    splits: list[SplitRef] = []
+
+
+ItemUpdate = ItemCreate
+
+
+class PostProcessorCreate(RequestBody):
+    name: str = ""
+    description: str = ""
+    enabled: bool = True
+    order: int = 0
+    model_id: str = ""
+    model_version: str = ""
+    external_provider: Provider | None = None
+    external_model: str = ""
+    external_config: str = ""
+    model_type: ModelType
+    output_target: OutputTarget = "text"
+    auto_create_labels: bool = False
+    confidence_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    prompt: str = ""
+
+
+class PostProcessorUpdate(PostProcessorCreate):
+    model_type: ModelType = "ocr"
+
+
+class JobRetry(RequestBody):
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+
+
+# --- responses --------------------------------------------------------------
+
+
+class PublicModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class SplitPublic(PublicModel):
+    name: str
+    description: str
+    version_id: uuid.UUID
+    user_id: IdText
+
+
+class LabelPublic(PublicModel):
+    name: str
+    description: str
+    version_id: uuid.UUID
+    user_id: IdText
+    color: str
+    index: int
+    shortcut: str
+
+
+class VersionPublic(PublicModel):
+    name: str
+    description: str
+    dataset_id: uuid.UUID
+    user_id: IdText
+    labels: list[LabelPublic]
+    splits: list[SplitPublic]
+    default_split: str
+    config: str
+
+
+class DatasetPublic(PublicModel):
+    name: str
+    description: str
+    user_id: IdText
+    notes: str
+    content_type: str
+    multi_label: bool
+    default_splits: bool
+    versions: list[VersionPublic]
+
+
+class AnnotationPublic(PublicModel):
+    label_id: uuid.UUID
+    item_id: uuid.UUID
+    split_id: IdText
+    coordinates: str
+    user_id: IdText
+
+
+class JobCounts(BaseModel):
+    pending: int = 0
+    processing: int = 0
+    completed: int = 0
+    failed: int = 0
+    total: int = 0
+
+
+class ItemPublic(PublicModel):
+    name: str
+    description: str
+    user_id: IdText
+    text: str
+    splits: list[SplitPublic]
+    annotations: list[AnnotationPublic]
+    extension: str
+    version: int
+
+
+class ItemWithJobStatus(ItemPublic):
+    job_status: JobCounts
+
+
+class PostProcessorPublic(PublicModel):
+    dataset_id: uuid.UUID
+    name: str
+    description: str
+    enabled: bool
+    order: int
+    model_id: str
+    model_version: str
+    external_provider: str | None
+    external_model: str
+    external_config: str
+    model_type: str
+    output_target: str
+    auto_create_labels: bool
+    confidence_threshold: float
+    prompt: str
+    user_id: IdText
+
+
+class PostProcessorWithDetails(PostProcessorPublic):
+    model_name: str
+    model_kind: str
+    is_external: bool
+    provider_name: str
+
+
+class JobPublic(PublicModel):
+    post_processor_id: uuid.UUID
+    dataset_item_id: uuid.UUID
+    dataset_id: uuid.UUID
+    status: JobStatusName
+    attempts: int
+    max_attempts: int
+    error: str | None
+    result: str | None
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
+    user_id: IdText
+
+
+class JobWithDetails(JobPublic):
+    post_processor_name: str
+    item_name: str

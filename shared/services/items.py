@@ -1,0 +1,254 @@
+"""Dataset items: create, read with job counts, update, attach a file, delete."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from shared.errors import NotFound, PreconditionFailed, ValidationFailed
+from shared.filekinds import FileKind
+from shared.models import (
+    Annotation,
+    DatasetItem,
+    DatasetSplit,
+    JobStatus,
+    PostProcessorJob,
+    utcnow,
+)
+from shared.schemas import ItemCreate, JobCounts, SplitRef
+from shared.services import files, jobs
+from shared.services.scope import Page, get_item, get_version, paged
+from shared.storage import StagedFile
+
+_ITEM_LOAD = (selectinload(DatasetItem.splits), selectinload(DatasetItem.annotations))
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    key: str
+    media_type: str
+    size: int
+    name: str
+    sha256: str
+    extension: str
+
+
+def list_items(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    page: Page,
+    split_id: uuid.UUID | None = None,
+    job_status: JobStatus | None = None,
+) -> tuple[list[DatasetItem], int]:
+    get_version(session, user_id, dataset_id, version_id)
+    query = select(DatasetItem).where(DatasetItem.version_id == version_id)
+    if split_id is not None:
+        query = query.where(DatasetItem.splits.any(DatasetSplit.id == split_id))
+    if job_status is not None:
+        query = query.where(
+            exists().where(
+                PostProcessorJob.dataset_item_id == DatasetItem.id,
+                PostProcessorJob.status == job_status.value,
+            )
+        )
+    query = query.order_by(DatasetItem.created_at, DatasetItem.id).options(*_ITEM_LOAD)
+    return paged(session, query, page)
+
+
+def job_counts(session: Session, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobCounts]:
+    """The job counts of many items, in one query."""
+    counts: dict[uuid.UUID, JobCounts] = defaultdict(JobCounts)
+    if not item_ids:
+        return counts
+    rows = session.execute(
+        select(PostProcessorJob.dataset_item_id, PostProcessorJob.status, func.count())
+        .where(PostProcessorJob.dataset_item_id.in_(item_ids))
+        .group_by(PostProcessorJob.dataset_item_id, PostProcessorJob.status)
+    )
+    for item_id, status, count in rows:
+        entry = counts[item_id]
+        setattr(entry, status, count)
+        entry.total += count
+    return counts
+
+
+def load_item(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    item_id: uuid.UUID,
+) -> DatasetItem:
+    get_item(session, user_id, dataset_id, version_id, item_id)
+    session.expire_all()
+    return session.scalars(
+        select(DatasetItem).where(DatasetItem.id == item_id).options(*_ITEM_LOAD)
+    ).one()
+
+
+def create_item(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    body: ItemCreate,
+) -> DatasetItem:
+    version = get_version(session, user_id, dataset_id, version_id)
+    if "splits" in body.model_fields_set:
+        splits = _splits_of_version(session, version_id, body.splits)
+    elif version.default_split:
+        splits = [session.get_one(DatasetSplit, uuid.UUID(version.default_split))]
+    else:
+        splits = []
+    item = DatasetItem(
+        version_id=version_id,
+        dataset_id=dataset_id,
+        user_id=user_id,
+        **body.model_dump(exclude={"splits"}),
+    )
+    item.splits = splits
+    session.add(item)
+    session.flush()
+    return load_item(session, user_id, dataset_id, version_id, item.id)
+
+
+def update_item(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    item_id: uuid.UUID,
+    body: ItemCreate,
+    if_match: int | None,
+) -> DatasetItem:
+    item = get_item(session, user_id, dataset_id, version_id, item_id)
+    changes = body.changes()
+    splits = changes.pop("splits", None)
+    _bump_version(session, item, if_match, **changes)
+    if splits is not None:
+        item.splits = _splits_of_version(session, version_id, body.splits)
+        session.flush()
+    return load_item(session, user_id, dataset_id, version_id, item_id)
+
+
+def _bump_version(
+    session: Session, item: DatasetItem, if_match: int | None, **values: object
+) -> None:
+    """Write `values` and add 1 to the item's version, only if the version is
+    still `if_match` (when given): a compare-and-set in one UPDATE."""
+    statement = update(DatasetItem).where(DatasetItem.id == item.id)
+    if if_match is not None:
+        statement = statement.where(DatasetItem.version == if_match)
+    statement = statement.values(**values, version=DatasetItem.version + 1, updated_at=utcnow())
+    if session.execute(statement).rowcount == 0:
+        current = session.scalar(select(DatasetItem.version).where(DatasetItem.id == item.id))
+        raise PreconditionFailed(
+            f"The item is at version {current}, not {if_match}.", current_version=current
+        )
+    session.expire(item)
+
+
+def _splits_of_version(
+    session: Session, version_id: uuid.UUID, refs: list[SplitRef]
+) -> list[DatasetSplit]:
+    wanted = list(dict.fromkeys(ref.id for ref in refs))
+    found = {
+        split.id: split
+        for split in session.scalars(
+            select(DatasetSplit).where(
+                DatasetSplit.id.in_(wanted), DatasetSplit.version_id == version_id
+            )
+        )
+    }
+    errors = [
+        {"loc": ["body", "splits", index, "id"], "msg": "not a split of this version"}
+        for index, split_id in enumerate(wanted)
+        if split_id not in found
+    ]
+    if errors:
+        raise ValidationFailed(errors)
+    return [found[split_id] for split_id in wanted]
+
+
+def attach_file(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    item_id: uuid.UUID,
+    staged: StagedFile,
+    kind: FileKind,
+    file_name: str,
+    if_match: int | None = None,
+) -> DatasetItem:
+    """Make a staged upload the item's file and start its post-processors.
+
+    The item, its new jobs and (after commit) their messages: one
+    transaction, so a job exists exactly when its file does.
+    """
+    item = get_item(session, user_id, dataset_id, version_id, item_id)
+    old_key = item.file_key
+    _bump_version(
+        session,
+        item,
+        if_match,
+        file_key=staged.key,
+        file_size=staged.size,
+        file_sha256=staged.sha256,
+        file_media_type=kind.media_type,
+        file_name=file_name,
+        extension=kind.extension,
+    )
+    if old_key and old_key != staged.key:
+        files.delete_after_commit(session, [old_key])
+    jobs.create_jobs_for_upload(session, item)
+    return load_item(session, user_id, dataset_id, version_id, item_id)
+
+
+def stored_file(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    item_id: uuid.UUID,
+) -> StoredFile:
+    item = get_item(session, user_id, dataset_id, version_id, item_id)
+    if not item.file_key:
+        raise NotFound("The item has no file.")
+    return StoredFile(
+        key=item.file_key,
+        media_type=item.file_media_type,
+        size=item.file_size,
+        name=item.file_name or f"{item.id}.{item.extension}",
+        sha256=item.file_sha256,
+        extension=item.extension,
+    )
+
+
+def delete_item(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    split_id: uuid.UUID,
+    item_id: uuid.UUID,
+) -> DatasetItem:
+    """Delete an item reached through one of its splits, with its file,
+    annotations and jobs. Messages still queued for its jobs find no job
+    and are dropped by the worker."""
+    item = load_item(session, user_id, dataset_id, version_id, item_id)
+    if split_id not in {split.id for split in item.splits}:
+        raise NotFound("Item not found in this split.")
+    if item.file_key:
+        files.delete_after_commit(session, [item.file_key])
+    session.execute(Annotation.__table__.delete().where(Annotation.item_id == item_id))
+    session.delete(item)
+    session.flush()
+    return item

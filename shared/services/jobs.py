@@ -1,0 +1,301 @@
+"""The life of a post-processor job.
+
+pending -> processing (claimed: attempts + 1) -> completed, or on error back
+to pending after a back-off while attempts remain and the error is
+transient, else failed. Every change of state is one guarded UPDATE, so a
+message delivered twice, two retries clicked at once or a worker that lost
+its claim can never make two runs count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from shared import queue
+from shared.db import after_commit
+from shared.errors import Conflict, NotFound
+from shared.models import (
+    DatasetItem,
+    JobStatus,
+    Label,
+    PostProcessor,
+    PostProcessorJob,
+    utcnow,
+)
+from shared.postprocessors.base import ItemInput, ModelOutput, PostProcessorConfig
+from shared.services import outputs
+from shared.services.scope import Page, get_dataset, get_item
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a worker needs to run a job, read in the claiming transaction."""
+
+    job_id: uuid.UUID
+    attempt: int
+    max_attempts: int
+    item: ItemInput
+    file_key: str | None
+    config: PostProcessorConfig
+
+
+def create_jobs_for_upload(session: Session, item: DatasetItem) -> list[PostProcessorJob]:
+    """One pending job per enabled post-processor of the item's dataset, in
+    `order`; each is enqueued when the transaction commits."""
+    post_processors = session.scalars(
+        select(PostProcessor)
+        .where(PostProcessor.dataset_id == item.dataset_id, PostProcessor.enabled.is_(True))
+        .order_by(PostProcessor.order, PostProcessor.created_at)
+    ).all()
+    max_attempts = get_settings().job_max_attempts
+    created = [
+        PostProcessorJob(
+            post_processor_id=post_processor.id,
+            dataset_item_id=item.id,
+            dataset_id=item.dataset_id,
+            user_id=item.user_id,
+            max_attempts=max_attempts,
+        )
+        for post_processor in post_processors
+    ]
+    session.add_all(created)
+    session.flush()
+    for job, post_processor in zip(created, post_processors, strict=True):
+        _enqueue_after_commit(session, job, post_processor.name)
+    return created
+
+
+def _enqueue_after_commit(
+    session: Session, job: PostProcessorJob, post_processor_name: str, countdown: float = 0
+) -> None:
+    message = queue.JobMessage(
+        job_id=str(job.id),
+        item_id=str(job.dataset_item_id),
+        post_processor=post_processor_name,
+    )
+    after_commit(session, lambda: queue.send(message, countdown))
+
+
+# --- the worker's side ------------------------------------------------------
+
+
+def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
+    """Take a pending job for this worker; None when there is nothing to take
+    (the job is gone, done, or another worker has it)."""
+    now = utcnow()
+    claimed = session.execute(
+        update(PostProcessorJob)
+        .where(PostProcessorJob.id == job_id, PostProcessorJob.status == JobStatus.PENDING.value)
+        .values(
+            status=JobStatus.PROCESSING.value,
+            attempts=PostProcessorJob.attempts + 1,
+            started_at=now,
+            updated_at=now,
+        )
+        .returning(PostProcessorJob.attempts, PostProcessorJob.max_attempts)
+    ).one_or_none()
+    if claimed is None:
+        return None
+    job = session.get_one(PostProcessorJob, job_id)
+    item, post_processor = job.item, job.post_processor
+    label_names = session.scalars(
+        select(Label.name).where(Label.version_id == item.version_id).order_by(Label.index)
+    ).all()
+    return ClaimedJob(
+        job_id=job_id,
+        attempt=claimed.attempts,
+        max_attempts=claimed.max_attempts,
+        item=ItemInput(
+            id=item.id,
+            name=item.name,
+            description=item.description,
+            text=item.text,
+            extension=item.extension,
+            media_type=item.file_media_type,
+            label_names=tuple(label_names),
+        ),
+        file_key=item.file_key,
+        config=PostProcessorConfig(
+            id=post_processor.id,
+            name=post_processor.name,
+            model_type=post_processor.model_type,
+            model_id=post_processor.model_id,
+            model_version=post_processor.model_version,
+            external_provider=post_processor.external_provider,
+            external_model=post_processor.external_model,
+            external_config=post_processor.external_config,
+            prompt=post_processor.prompt,
+            output_target=post_processor.output_target,
+            auto_create_labels=post_processor.auto_create_labels,
+            confidence_threshold=post_processor.confidence_threshold,
+        ),
+    )
+
+
+def _guard(job: ClaimedJob) -> Any:
+    """Only the run that made this claim may write its outcome."""
+    return (
+        (PostProcessorJob.id == job.job_id)
+        & (PostProcessorJob.status == JobStatus.PROCESSING.value)
+        & (PostProcessorJob.attempts == job.attempt)
+    )
+
+
+def complete_job(session: Session, job: ClaimedJob, output: ModelOutput) -> bool:
+    """Record a result and put it where the post-processor wants it. False
+    when this run no longer holds the job; then nothing is written."""
+    done = session.execute(
+        update(PostProcessorJob)
+        .where(_guard(job))
+        .values(
+            status=JobStatus.COMPLETED.value,
+            result=json.dumps(output.raw, ensure_ascii=False),
+            error=None,
+            completed_at=utcnow(),
+            updated_at=utcnow(),
+        )
+        .returning(PostProcessorJob.id)
+    ).one_or_none()
+    if done is None:
+        log.warning("job %s attempt %s lost its claim; result discarded", job.job_id, job.attempt)
+        return False
+    outputs.apply(session, job.job_id, job.item.id, job.config, output)
+    return True
+
+
+def fail_attempt(session: Session, job: ClaimedJob, error: str, transient: bool) -> float | None:
+    """Record a failed run. Returns the back-off in seconds when the job goes
+    back to pending for another attempt, None when it has failed for good
+    (or this run no longer holds it)."""
+    retry = transient and job.attempt < job.max_attempts
+    status = JobStatus.PENDING if retry else JobStatus.FAILED
+    recorded = session.execute(
+        update(PostProcessorJob)
+        .where(_guard(job))
+        .values(
+            status=status.value,
+            error=error[:10_000],
+            completed_at=None if retry else utcnow(),
+            updated_at=utcnow(),
+        )
+        .returning(PostProcessorJob.id, PostProcessorJob.dataset_item_id)
+    ).one_or_none()
+    if recorded is None:
+        log.warning("job %s attempt %s lost its claim; error discarded", job.job_id, job.attempt)
+        return None
+    if not retry:
+        return None
+    backoff = backoff_seconds(job.attempt)
+    retried = session.get_one(PostProcessorJob, job.job_id)
+    _enqueue_after_commit(session, retried, job.config.name, backoff)
+    return backoff
+
+
+def backoff_seconds(attempt: int) -> float:
+    settings = get_settings()
+    return float(
+        min(
+            settings.retry_backoff_seconds * 2 ** max(attempt - 1, 0),
+            settings.retry_backoff_max_seconds,
+        )
+    )
+
+
+# --- the API's side ---------------------------------------------------------
+
+
+def retry_job(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    item_id: uuid.UUID,
+    job_id: uuid.UUID,
+    max_attempts: int | None,
+) -> PostProcessorJob:
+    get_item(session, user_id, dataset_id, version_id, item_id)
+    job = session.get(PostProcessorJob, job_id)
+    if job is None or job.dataset_item_id != item_id or job.user_id != user_id:
+        raise NotFound("Job not found.")
+    if job.status != JobStatus.FAILED.value:
+        raise Conflict(f"Only a failed job can be retried; this one is {job.status}.")
+    cap = max_attempts if max_attempts is not None else job.max_attempts
+    if job.attempts >= cap:
+        raise Conflict(
+            f"The job has used {job.attempts} of {job.max_attempts} attempts. "
+            f'Send {{"max_attempts": N}} with N > {job.attempts} to allow more.',
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+        )
+    # Guarded on status, so of two retries at the same moment only one
+    # finds the job failed: that one alone enqueues it.
+    retried = session.execute(
+        update(PostProcessorJob)
+        .where(PostProcessorJob.id == job_id, PostProcessorJob.status == JobStatus.FAILED.value)
+        .values(
+            status=JobStatus.PENDING.value,
+            error=None,
+            completed_at=None,
+            max_attempts=cap,
+            updated_at=utcnow(),
+        )
+        .returning(PostProcessorJob.id)
+    ).one_or_none()
+    if retried is None:
+        raise Conflict("The job is being retried already.")
+    session.refresh(job)
+    _enqueue_after_commit(session, job, job.post_processor.name)
+    return job
+
+
+def list_item_jobs(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    item_id: uuid.UUID,
+) -> list[tuple[PostProcessorJob, str, str]]:
+    get_item(session, user_id, dataset_id, version_id, item_id)
+    query = _with_details().where(PostProcessorJob.dataset_item_id == item_id)
+    return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+
+
+def list_dataset_jobs(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    page: Page,
+    status: JobStatus | None = None,
+    post_processor_id: uuid.UUID | None = None,
+    item_id: uuid.UUID | None = None,
+) -> tuple[list[tuple[PostProcessorJob, str, str]], int]:
+    get_dataset(session, user_id, dataset_id)
+    query = _with_details().where(PostProcessorJob.dataset_id == dataset_id)
+    if status is not None:
+        query = query.where(PostProcessorJob.status == status.value)
+    if post_processor_id is not None:
+        query = query.where(PostProcessorJob.post_processor_id == post_processor_id)
+    if item_id is not None:
+        query = query.where(PostProcessorJob.dataset_item_id == item_id)
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    rows = session.execute(query.limit(page.size).offset(page.size * page.index))
+    return [tuple(row) for row in rows], total or 0  # type: ignore[misc]
+
+
+def _with_details() -> Any:
+    return (
+        select(PostProcessorJob, PostProcessor.name, DatasetItem.name)
+        .join(PostProcessor, PostProcessor.id == PostProcessorJob.post_processor_id)
+        .join(DatasetItem, DatasetItem.id == PostProcessorJob.dataset_item_id)
+        .order_by(PostProcessorJob.created_at, PostProcessor.order, PostProcessorJob.id)
+    )

@@ -1,0 +1,79 @@
+"""Put a model's output where its post-processor wants it: the item's text,
+its annotations, or both."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from shared.models import Annotation, DatasetItem, Label, item_splits, utcnow
+from shared.postprocessors.base import ModelOutput, PostProcessorConfig
+
+
+def apply(
+    session: Session,
+    job_id: uuid.UUID,
+    item_id: uuid.UUID,
+    config: PostProcessorConfig,
+    output: ModelOutput,
+) -> None:
+    if config.output_target in ("text", "both") and output.text is not None:
+        session.execute(
+            update(DatasetItem)
+            .where(DatasetItem.id == item_id)
+            .values(text=output.text, version=DatasetItem.version + 1, updated_at=utcnow())
+        )
+    if config.output_target in ("annotations", "both"):
+        _write_annotations(session, job_id, item_id, config, output)
+
+
+def _write_annotations(
+    session: Session,
+    job_id: uuid.UUID,
+    item_id: uuid.UUID,
+    config: PostProcessorConfig,
+    output: ModelOutput,
+) -> None:
+    item = session.get(DatasetItem, item_id)
+    if item is None:
+        return
+    # A rerun replaces what this job wrote before, and nothing a person made.
+    session.execute(delete(Annotation).where(Annotation.job_id == job_id))
+    labels = {
+        label.name.casefold(): label
+        for label in session.scalars(select(Label).where(Label.version_id == item.version_id))
+    }
+    split_id = session.scalar(
+        select(item_splits.c.split_id).where(item_splits.c.item_id == item_id).limit(1)
+    )
+    for prediction in output.predictions:
+        if prediction.score < config.confidence_threshold:
+            continue
+        label = labels.get(prediction.label.casefold())
+        if label is None:
+            if not config.auto_create_labels:
+                continue
+            label = Label(
+                version_id=item.version_id,
+                user_id=item.user_id,
+                name=prediction.label,
+                index=len(labels),
+            )
+            session.add(label)
+            session.flush()
+            labels[prediction.label.casefold()] = label
+        session.add(
+            Annotation(
+                version_id=item.version_id,
+                item_id=item_id,
+                label_id=label.id,
+                split_id=split_id,
+                coordinates=json.dumps(prediction.coordinates) if prediction.coordinates else "",
+                user_id=item.user_id,
+                job_id=job_id,
+            )
+        )
+    session.flush()

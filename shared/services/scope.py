@@ -1,0 +1,76 @@
+"""Look rows up on behalf of a user. A row of another user is "not found"."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from shared.errors import NotFound
+from shared.models import Dataset, DatasetItem, DatasetVersion
+
+Row = TypeVar("Row")
+
+
+@dataclass(frozen=True)
+class Page:
+    size: int = 100
+    index: int = 0
+
+
+def paged(session: Session, query: Select[tuple[Row]], page: Page) -> tuple[list[Row], int]:
+    """One page of a query's rows, and how many rows the query has in all."""
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    rows = session.scalars(query.limit(page.size).offset(page.size * page.index)).all()
+    return list(rows), total or 0
+
+
+def get_dataset(session: Session, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or dataset.user_id != user_id:
+        raise NotFound("Dataset not found.")
+    return dataset
+
+
+def get_version(
+    session: Session, user_id: uuid.UUID, dataset_id: uuid.UUID, version_id: uuid.UUID
+) -> DatasetVersion:
+    version = session.get(DatasetVersion, version_id)
+    if version is None or version.user_id != user_id or version.dataset_id != dataset_id:
+        raise NotFound("Dataset version not found.")
+    return version
+
+
+def get_item(
+    session: Session,
+    user_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    version_id: uuid.UUID,
+    item_id: uuid.UUID,
+) -> DatasetItem:
+    item = session.get(DatasetItem, item_id)
+    if (
+        item is None
+        or item.user_id != user_id
+        or item.dataset_id != dataset_id
+        or item.version_id != version_id
+    ):
+        raise NotFound("Item not found.")
+    return item
+
+
+def get_child(
+    session: Session, model: type[Row], user_id: uuid.UUID, version_id: uuid.UUID, row_id: uuid.UUID
+) -> Row:
+    """A split, label or annotation of a version."""
+    row = session.get(model, row_id)
+    if (
+        row is None
+        or getattr(row, "user_id") != user_id  # noqa: B009 - generic over models
+        or getattr(row, "version_id") != version_id  # noqa: B009
+    ):
+        raise NotFound(f"{model.__name__} not found.")
+    return row

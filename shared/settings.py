@@ -1,0 +1,92 @@
+"""Settings, read once from the environment (and an optional `.env`).
+
+With nothing set, everything runs embedded under `./var/`: SQLite for the
+database, Celery's filesystem broker and a files directory. Setting
+DATABASE_URL and BROKER_URL switches to PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    storage_dir: Path | None = None
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    flower_host: str = "127.0.0.1"
+    flower_port: int = 5555
+    # "user:password" pairs separated by commas; empty means no auth, which
+    # `itemflow flower` only allows on a loopback address.
+    flower_basic_auth: str = ""
+
+    max_upload_bytes: int = 100 * MIB
+    max_json_bytes: int = 1 * MIB
+
+    job_max_attempts: int = 3
+    # Back-off before an automatic retry: base * 2**(attempts - 1), capped.
+    retry_backoff_seconds: float = 2.0
+    retry_backoff_max_seconds: float = 300.0
+    # Redis redelivers a message not acknowledged within this time. It must be
+    # longer than any job runs, or a slow job would be delivered twice (the
+    # guarded claim then drops the second copy, but it wastes a worker).
+    visibility_timeout_seconds: int = 3600
+    task_soft_time_limit_seconds: int = 600
+    task_time_limit_seconds: int = 900
+    worker_concurrency: int = 0  # 0: Celery's default, the number of CPUs
+
+    # Extra post-processor classes, "module:Class" separated by commas, loaded
+    # beside the `itemflow.post_processors` entry points.
+    post_processors: str = ""
+
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        # Platforms hand out postgres:// URLs; SQLAlchemy needs the driver.
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'itemflow.db').resolve()}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.var_dir / "broker").resolve()
+
+    @property
+    def files_dir(self) -> Path:
+        return (self.storage_dir or self.var_dir / "files").resolve()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.effective_broker_url.startswith("filesystem://")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

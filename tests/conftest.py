@@ -1,0 +1,52 @@
+"""Test set-up: one database and broker per run, a real API server and a
+real Celery worker process, and a fresh user for every test.
+
+The backend is chosen by ITEMFLOW_TEST_BACKEND (set by `make test`):
+"services" uses the local PostgreSQL and Redis, "embedded" uses SQLite and
+the filesystem broker in a temporary directory. Settings are read from the
+environment, so it is set here before any itemflow module is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+BACKEND = os.environ.get("ITEMFLOW_TEST_BACKEND", "embedded")
+VAR_DIR = Path(tempfile.mkdtemp(prefix="itemflow-test-"))
+STATE_DIR = VAR_DIR / "plugin-state"
+STATE_DIR.mkdir()
+ADMIN_DATABASE_URL = os.environ.get(
+    "TEST_ADMIN_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+TEST_DATABASE = "itemflow_test"
+
+os.environ.update(
+    {
+        "VAR_DIR": str(VAR_DIR),
+        "POST_PROCESSORS": "tests.plugins:FlakyModel,tests.plugins:RejectingModel",
+        "ITEMFLOW_TEST_STATE_DIR": str(STATE_DIR),
+        # Short back-offs keep the retry tests quick.
+        "RETRY_BACKOFF_SECONDS": "0.2",
+        "RETRY_BACKOFF_MAX_SECONDS": "1",
+        "WORKER_CONCURRENCY": "2",
+    }
+)
+if BACKEND == "services":
+    os.environ["DATABASE_URL"] = ADMIN_DATABASE_URL.rsplit("/", 1)[0] + "/" + TEST_DATABASE
+    os.environ["BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+else:
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("BROKER_URL", None)
+
+pytest_plugins = ["tests.fixtures"]
+
+
+def pytest_report_header() -> str:
+    if BACKEND == "services":
+        return (
+            f"itemflow backend: PostgreSQL ({os.environ['DATABASE_URL']}) "
+            f"and Redis ({os.environ['BROKER_URL']})"
+        )
+    return f"itemflow backend: embedded (SQLite and filesystem broker in {VAR_DIR})"

@@ -1,0 +1,149 @@
+"""Fixtures: the database, the API server, the worker, clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, text
+
+from tests.conftest import ADMIN_DATABASE_URL, BACKEND, TEST_DATABASE, VAR_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fresh_postgres_database() -> None:
+    engine = create_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {TEST_DATABASE}"))
+    engine.dispose()
+
+
+def _fresh_redis_database() -> None:
+    import redis
+
+    redis.Redis.from_url(os.environ["BROKER_URL"]).flushdb()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[None]:
+    """A new, migrated database for the run."""
+    if BACKEND == "services":
+        _fresh_postgres_database()
+        _fresh_redis_database()
+    from shared.migrate import upgrade_database
+
+    upgrade_database()
+    yield
+    from shared.db import get_engine
+
+    get_engine().dispose()
+
+
+@pytest.fixture(scope="session")
+def api_url(database: None) -> Iterator[str]:
+    """The real API, served by uvicorn over HTTP in a thread of this process."""
+    port = free_port()
+    config = uvicorn.Config("api.app:app", host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the API server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def spawn(*args: str, log_name: str, **env: str) -> subprocess.Popen[bytes]:
+    """An itemflow command as a child process, its output in the var dir."""
+    log = open(VAR_DIR / f"{log_name}.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for_worker(process: subprocess.Popen[bytes], log_name: str, timeout: float = 60) -> None:
+    log = VAR_DIR / f"{log_name}.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker exited:\n{log.read_text()[-3000:]}")
+        if log.exists() and " ready." in log.read_text():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the worker did not start:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def worker(database: None) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on the run's broker and database."""
+    process = spawn("worker", log_name="worker")
+    wait_for_worker(process, "worker")
+    yield process
+    stop(process)
+
+
+def new_user_key() -> str:
+    from shared.db import session_scope
+    from shared.services import users
+
+    with session_scope() as session:
+        _user, key = users.create_user(session, f"user-{os.urandom(6).hex()}")
+    return key
+
+
+@pytest.fixture
+def client(api_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client for a new user of its own, so tests never see each
+    other's data."""
+    headers = {"Authorization": f"Bearer {new_user_key()}"}
+    with httpx.Client(base_url=api_url + "/api/v1", headers=headers, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+def other_client(api_url: str) -> Iterator[httpx.Client]:
+    """A second user, for checking that nothing leaks between users."""
+    headers = {"Authorization": f"Bearer {new_user_key()}"}
+    with httpx.Client(base_url=api_url + "/api/v1", headers=headers, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+def anonymous(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url + "/api/v1", timeout=30) as http:
+        yield http

@@ -1,0 +1,64 @@
+"""The Celery app, configured for at-least-once delivery.
+
+A message is acknowledged only after its task ran (acks_late), and given
+back if the worker process dies mid-task (reject_on_worker_lost). Each
+worker process reserves one message at a time (prefetch 1), so a slow job
+does not hold others hostage. Running a job twice is harmless: the claim in
+the database lets only one run count.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from shared.settings import Settings, get_settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker_url": settings.effective_broker_url,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_seconds,
+        "task_time_limit": settings.task_time_limit_seconds,
+        # Events for Flower: workers send them, and so does the sender.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_seconds,
+        },
+    }
+    if settings.is_embedded_broker:
+        folder = settings.broker_folder
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_transport_options"].update(
+            {
+                "data_folder_in": str(folder / "queue"),
+                "data_folder_out": str(folder / "queue"),
+                "processed_folder": str(folder / "processed"),
+                "store_processed": False,
+            }
+        )
+    if settings.worker_concurrency:
+        config["worker_concurrency"] = settings.worker_concurrency
+    return config
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    app = Celery("itemflow")
+    app.conf.update(celery_config(settings or get_settings()))
+    app.conf.include = ["worker.tasks"]
+    return app
+
+
+celery_app = make_celery()
