@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     # `itemflow flower` only allows on a loopback address.
     flower_basic_auth: str = ""
 
+    # The Celery queue jobs go to; separate installations (or test runs) on
+    # one Redis keep apart by using different names.
+    queue_name: str = "itemflow"
+
     max_upload_bytes: int = 100 * MIB
     max_json_bytes: int = 1 * MIB
 

@@ -79,3 +79,96 @@ def wait_for_jobs(
         if time.monotonic() > deadline:
             raise AssertionError(f"jobs not done after {timeout}s: {jobs}")
         time.sleep(0.2)
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The RFC 9457 problem body of an error answer, checked for its shape."""
+    assert response.status_code == status, f"{response.status_code}: {response.text}"
+    media_type = response.headers.get("content-type", "")
+    assert media_type.startswith("application/problem+json"), media_type
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status, body
+    assert isinstance(body["title"], str) and body["title"], body
+    assert isinstance(body["detail"], str), body
+    if status == 422:
+        assert body["errors"], body
+        for error in body["errors"]:
+            assert isinstance(error["loc"], list) and isinstance(error["msg"], str), error
+    assert "Traceback" not in response.text, response.text
+    return body
+
+
+def error_locs(body: dict[str, Any]) -> list[list[Any]]:
+    return [error["loc"] for error in body["errors"]]
+
+
+def make_split(client: httpx.Client, dataset: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    body = {"name": "a split", **fields}
+    return ok(client.post(version_path(dataset) + "/splits", json=body), 201)
+
+
+def make_label(client: httpx.Client, dataset: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    body = {"name": "a label", **fields}
+    return ok(client.post(version_path(dataset) + "/labels", json=body), 201)
+
+
+def make_annotation(
+    client: httpx.Client,
+    dataset: dict[str, Any],
+    label: dict[str, Any],
+    item: dict[str, Any],
+    **fields: Any,
+) -> dict[str, Any]:
+    body = {"label_id": label["id"], "item_id": item["id"], **fields}
+    return ok(client.post(version_path(dataset) + "/annotations", json=body), 201)
+
+
+def make_quick_post_processor(
+    client: httpx.Client, dataset: dict[str, Any], **fields: Any
+) -> dict[str, Any]:
+    """A post-processor served by the test model that always succeeds: its jobs
+    go pending -> processing -> completed and never fail, and cost nothing
+    should a worker ever run them."""
+    body = {"model_type": "classification", "model_id": "test-flaky", **fields}
+    return make_post_processor(client, dataset, **body)
+
+
+def stored_files() -> set[str]:
+    """The keys in the API's file storage (the API runs in this process)."""
+    from shared.settings import get_settings
+
+    files_dir = get_settings().files_dir
+    return {path.name for path in files_dir.iterdir()} if files_dir.exists() else set()
+
+
+def find_nulls(value: Any, allowed: frozenset[str] = frozenset(), where: str = "") -> list[str]:
+    """Where `value` holds a null outside the keys named in `allowed`."""
+    if isinstance(value, dict):
+        return [
+            found
+            for key, child in value.items()
+            if not (child is None and key in allowed)
+            for found in find_nulls(child, allowed, f"{where}.{key}")
+        ]
+    if isinstance(value, list):
+        return [
+            found
+            for index, child in enumerate(value)
+            for found in find_nulls(child, allowed, f"{where}[{index}]")
+        ]
+    return [where or "."] if value is None else []
+
+
+def timestamps(value: Any) -> list[str]:
+    """Every non-null value of a key ending in `_at`, however deep."""
+    if isinstance(value, dict):
+        return [
+            found
+            for key, child in value.items()
+            for found in (
+                [child] if key.endswith("_at") and isinstance(child, str) else timestamps(child)
+            )
+        ]
+    if isinstance(value, list):
+        return [found for child in value for found in timestamps(child)]
+    return []

@@ -20,7 +20,9 @@ STATE_DIR.mkdir()
 ADMIN_DATABASE_URL = os.environ.get(
     "TEST_ADMIN_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-TEST_DATABASE = "itemflow_test"
+# Per run, so that two runs on one machine never share a database or queue.
+RUN_ID = f"{os.getpid()}"
+TEST_DATABASE = f"itemflow_test_{RUN_ID}"
 
 os.environ.update(
     {
@@ -31,6 +33,7 @@ os.environ.update(
         "RETRY_BACKOFF_SECONDS": "0.2",
         "RETRY_BACKOFF_MAX_SECONDS": "1",
         "WORKER_CONCURRENCY": "2",
+        "QUEUE_NAME": f"itemflow-test-{RUN_ID}",
     }
 )
 if BACKEND == "services":

@@ -35,10 +35,11 @@ def _fresh_postgres_database() -> None:
     engine.dispose()
 
 
-def _fresh_redis_database() -> None:
-    import redis
-
-    redis.Redis.from_url(os.environ["BROKER_URL"]).flushdb()
+def _drop_postgres_database() -> None:
+    engine = create_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)"))
+    engine.dispose()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,7 +47,6 @@ def database() -> Iterator[None]:
     """A new, migrated database for the run."""
     if BACKEND == "services":
         _fresh_postgres_database()
-        _fresh_redis_database()
     from shared.migrate import upgrade_database
 
     upgrade_database()
@@ -54,6 +54,8 @@ def database() -> Iterator[None]:
     from shared.db import get_engine
 
     get_engine().dispose()
+    if BACKEND == "services":
+        _drop_postgres_database()
 
 
 @pytest.fixture(scope="session")
@@ -76,14 +78,15 @@ def api_url(database: None) -> Iterator[str]:
 
 def spawn(*args: str, log_name: str, **env: str) -> subprocess.Popen[bytes]:
     """An itemflow command as a child process, its output in the var dir."""
-    log = open(VAR_DIR / f"{log_name}.log", "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    # The child keeps its own copy of the file descriptor.
+    with open(VAR_DIR / f"{log_name}.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -24,6 +24,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_serializer": "json",
         "task_ignore_result": True,
+        "task_default_queue": settings.queue_name,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -47,6 +48,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"),
                 "store_processed": False,
+                # The folder is polled; once a second (the default) makes every
+                # job wait half a second on average before it starts.
+                "polling_interval": 0.25,
             }
         )
     if settings.worker_concurrency:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.db import session_scope
-from shared.postprocessors.base import ModelOutput, PermanentError
+from shared.postprocessors.base import ModelOutput, PermanentError, TransientError
 from shared.postprocessors.registry import get_registry
 from shared.services import jobs
 from shared.storage import get_storage
@@ -43,6 +43,8 @@ def run_job(job_id: uuid.UUID) -> Outcome:
         output = _run_model(claimed)
     except PermanentError as error:
         return _record_failure(claimed, context, str(error), transient=False)
+    except TransientError as error:
+        return _record_failure(claimed, context, str(error), transient=True)
     except SoftTimeLimitExceeded:
         return _record_failure(claimed, context, "The job ran out of time.", transient=True)
     except Exception as error:  # a model's unexpected error may pass: retry it

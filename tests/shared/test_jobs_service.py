@@ -1,0 +1,163 @@
+"""The job state machine, on the real database, without a worker."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from shared import queue
+from shared.db import session_scope
+from shared.errors import Conflict
+from shared.models import (
+    Dataset,
+    DatasetItem,
+    DatasetVersion,
+    JobStatus,
+    PostProcessor,
+    PostProcessorJob,
+    User,
+)
+from shared.postprocessors.base import ModelOutput
+from shared.services import jobs
+from shared.services.execution import run_job
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The messages that would have gone to the broker."""
+    messages: list[queue.JobMessage] = []
+    lock = threading.Lock()
+
+    def record(message, countdown=0):
+        with lock:
+            messages.append(message)
+
+    monkeypatch.setattr(queue, "send", record)
+    return messages
+
+
+def make_job(status=JobStatus.PENDING, attempts=0, model_id="test-reject"):
+    with session_scope() as session:
+        user = User(name=f"svc-{uuid.uuid4().hex[:8]}")
+        session.add(user)
+        session.flush()
+        dataset = Dataset(user_id=user.id, name="d")
+        session.add(dataset)
+        session.flush()
+        version = DatasetVersion(dataset_id=dataset.id, user_id=user.id, name="v1")
+        session.add(version)
+        session.flush()
+        item = DatasetItem(version_id=version.id, dataset_id=dataset.id, user_id=user.id, name="i")
+        post_processor = PostProcessor(
+            dataset_id=dataset.id,
+            user_id=user.id,
+            name="p",
+            model_type="classification",
+            model_id=model_id,
+        )
+        session.add_all([item, post_processor])
+        session.flush()
+        job = PostProcessorJob(
+            post_processor_id=post_processor.id,
+            dataset_item_id=item.id,
+            dataset_id=dataset.id,
+            user_id=user.id,
+            status=status.value,
+            attempts=attempts,
+        )
+        session.add(job)
+        session.flush()
+        return job, item, version
+
+
+def job_row(job_id):
+    with session_scope() as session:
+        return session.get_one(PostProcessorJob, job_id)
+
+
+def test_a_job_is_claimed_once(sent):
+    job, _item, _version = make_job()
+    with session_scope() as session:
+        first = jobs.claim_job(session, job.id)
+    with session_scope() as session:
+        second = jobs.claim_job(session, job.id)
+
+    assert first is not None and first.attempt == 1
+    assert second is None
+    assert job_row(job.id).status == "processing"
+
+
+def test_a_stale_run_cannot_record_its_result(sent):
+    job, _item, _version = make_job()
+    with session_scope() as session:
+        stale = jobs.claim_job(session, job.id)
+    # The job is taken back and claimed again, as after a lost worker.
+    with session_scope() as session:
+        session.get_one(PostProcessorJob, job.id).status = JobStatus.PENDING.value
+    with session_scope() as session:
+        current = jobs.claim_job(session, job.id)
+
+    with session_scope() as session:
+        assert not jobs.complete_job(session, stale, ModelOutput(raw={"run": "stale"}, text="x"))
+    with session_scope() as session:
+        assert jobs.complete_job(session, current, ModelOutput(raw={"run": "current"}, text="y"))
+
+    row = job_row(job.id)
+    assert (row.status, row.attempts, row.result) == ("completed", 2, '{"run": "current"}')
+
+
+def test_simultaneous_retries_enqueue_once(sent):
+    job, item, version = make_job(status=JobStatus.FAILED, attempts=1)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(10)
+
+    def retry():
+        barrier.wait()
+        try:
+            with session_scope() as session:
+                jobs.retry_job(
+                    session, job.user_id, job.dataset_id, version.id, item.id, job.id, None
+                )
+            outcomes.append("retried")
+        except Conflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=retry) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["conflict"] * 9 + ["retried"]
+    assert [message.job_id for message in sent] == [str(job.id)]
+    assert job_row(job.id).status == "pending"
+
+
+def test_a_message_for_a_deleted_item_is_dropped(sent):
+    job, item, _version = make_job()
+    with session_scope() as session:
+        session.delete(session.get_one(DatasetItem, item.id))
+
+    assert run_job(job.id).status == "skipped"
+    with session_scope() as session:
+        assert session.get(PostProcessorJob, job.id) is None
+
+
+def test_a_permanent_error_fails_without_retry(sent):
+    job, _item, _version = make_job(model_id="test-reject")
+
+    outcome = run_job(job.id)
+
+    assert (outcome.status, outcome.attempt) == ("failed", 1)
+    row = job_row(job.id)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.error == "the test model rejects every input"
+    assert row.completed_at is not None
+    assert sent == []
+
+
+def test_back_off_grows_exponentially_up_to_its_cap():
+    delays = [jobs.backoff_seconds(attempt) for attempt in range(1, 6)]
+    assert delays == [0.2, 0.4, 0.8, 1.0, 1.0]  # 0.2 s base and 1 s cap in the tests

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from shared.postprocessors.base import ItemInput, PermanentError, PostProcessorConfig
+from shared.postprocessors.ocr import RapidOcr
+from shared.postprocessors.registry import DuplicateModel, MissingModel, load_registry
+from tests.plugins import FlakyModel, RejectingModel
+
+
+def test_entry_points_register_the_ocr_model():
+    registry = load_registry()
+    assert registry.model_class("ocr") is RapidOcr
+
+
+def test_extra_models_come_from_the_setting_and_are_chosen_by_model_id():
+    registry = load_registry("tests.plugins:FlakyModel, tests.plugins:RejectingModel")
+    assert registry.model_class("classification", "test-flaky") is FlakyModel
+    assert registry.model_class("classification", "test-reject") is RejectingModel
+    # No default model for the type, so an unknown id finds nothing.
+    assert registry.model_class("classification", "other") is None
+
+
+def test_a_model_id_falls_back_to_the_default_model_of_its_type():
+    registry = load_registry()
+    assert registry.model_class("ocr", "some-id") is RapidOcr
+
+
+def test_two_models_for_the_same_type_and_id_are_refused():
+    registry = load_registry()
+
+    class AnotherOcr(RapidOcr):
+        pass
+
+    with pytest.raises(DuplicateModel, match="both serve"):
+        registry.register(AnotherOcr)
+
+
+def test_a_type_without_a_model_fails_permanently_naming_it():
+    model = load_registry().get("stt")
+    assert isinstance(model, MissingModel)
+    item = ItemInput(id=None, name="", description="", text="", extension="wav", media_type="")
+    config = PostProcessorConfig(id=None, name="p", model_type="stt")
+    with pytest.raises(PermanentError, match="model_type 'stt'"):
+        model.run(item, Path("/nonexistent"), config)
+
+
+def test_models_are_built_once_per_process():
+    registry = load_registry("tests.plugins:FlakyModel")
+    assert registry.get("classification", "test-flaky") is registry.get(
+        "classification", "test-flaky"
+    )

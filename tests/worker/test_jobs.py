@@ -1,0 +1,224 @@
+"""Jobs run by a real Celery worker process, from upload to result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.builders import (
+    item_path,
+    make_dataset,
+    make_item,
+    make_post_processor,
+    ok,
+    png_with_words,
+    upload,
+    version_path,
+    wait_for_jobs,
+)
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def flaky(client, dataset, post_processor=None, **options):
+    """A post-processor on the flaky test model; `options` go in its prompt."""
+    fields = {"name": "flaky", **(post_processor or {})}
+    return make_post_processor(
+        client,
+        dataset,
+        model_type="classification",
+        model_id="test-flaky",
+        prompt=json.dumps(options),
+        **fields,
+    )
+
+
+def uploaded_item(client, dataset, content=b"some text to process\n", name="a.txt"):
+    item = make_item(client, dataset)
+    ok(upload(client, dataset, item, content, name))
+    return item
+
+
+def test_ocr_job_writes_words_into_item_text(client):
+    dataset = make_dataset(client)
+    make_post_processor(client, dataset)
+    item = uploaded_item(client, dataset, png_with_words("INVOICE 4711 PAID"), "scan.png")
+
+    [job] = wait_for_jobs(client, dataset, item)
+
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 1
+    assert job["error"] is None
+    assert job["started_at"] and job["completed_at"]
+    lines = json.loads(job["result"])["lines"]
+    assert lines[0]["text"] == "INVOICE 4711 PAID"
+    assert len(lines[0]["box"]) == 4 and 0 < lines[0]["score"] <= 1
+    got = ok(client.get(item_path(dataset, item)))
+    assert got["text"] == "INVOICE 4711 PAID"
+    assert got["job_status"] == {
+        "pending": 0,
+        "processing": 0,
+        "completed": 1,
+        "failed": 0,
+        "total": 1,
+    }
+    assert got["version"] == 3  # created 1, upload 2, OCR text 3
+
+
+def test_corrupt_image_fails_at_once_with_a_clear_error(client):
+    dataset = make_dataset(client)
+    make_post_processor(client, dataset)
+    png = png_with_words("CUT SHORT")
+    item = uploaded_item(client, dataset, png[: len(png) // 3], "broken.png")
+
+    [job] = wait_for_jobs(client, dataset, item)
+
+    assert job["status"] == "failed"
+    assert job["attempts"] == 1
+    assert "image cannot be read" in job["error"]
+    assert job["completed_at"] is not None
+
+
+def test_transient_failures_are_retried_with_back_off(client):
+    dataset = make_dataset(client)
+    flaky(client, dataset, fail_times=2, text="third time lucky")
+    item = uploaded_item(client, dataset)
+
+    [job] = wait_for_jobs(client, dataset, item)
+
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 3
+    assert json.loads(job["result"]) == {"runs": 3, "labels": {}}
+    assert ok(client.get(item_path(dataset, item)))["text"] == "third time lucky"
+
+
+def test_transient_failures_stop_at_max_attempts(client):
+    dataset = make_dataset(client)
+    flaky(client, dataset, fail_times=10)
+    item = uploaded_item(client, dataset)
+
+    [job] = wait_for_jobs(client, dataset, item)
+
+    assert job["status"] == "failed"
+    assert job["attempts"] == job["max_attempts"] == 3
+    assert job["error"] == "flaky failure number 3"
+
+
+def test_retry_follows_the_contract(client):
+    dataset = make_dataset(client)
+    make_post_processor(
+        client, dataset, name="rejects", model_type="classification", model_id="test-reject"
+    )
+    item = uploaded_item(client, dataset)
+    [job] = wait_for_jobs(client, dataset, item)
+    assert (job["status"], job["attempts"]) == ("failed", 1)
+    retry = item_path(dataset, item) + f"/jobs/{job['id']}/retry"
+
+    retried = ok(client.post(retry))
+    assert retried["status"] == "pending"
+    assert retried["error"] is None
+    assert retried["attempts"] == 1  # never reset
+    [job] = wait_for_jobs(client, dataset, item)
+    assert (job["status"], job["attempts"]) == ("failed", 2)
+
+    ok(client.post(retry))
+    [job] = wait_for_jobs(client, dataset, item)
+    assert (job["status"], job["attempts"]) == ("failed", 3)
+
+    exhausted = client.post(retry)
+    assert exhausted.status_code == 409
+    assert exhausted.headers["content-type"] == "application/problem+json"
+    assert "max_attempts" in exhausted.json()["detail"]
+    assert client.post(retry, json={"max_attempts": 3}).status_code == 409
+
+    raised = ok(client.post(retry, json={"max_attempts": 5}))
+    assert (raised["status"], raised["max_attempts"]) == ("pending", 5)
+    [job] = wait_for_jobs(client, dataset, item)
+    assert (job["status"], job["attempts"], job["max_attempts"]) == ("failed", 4, 5)
+
+
+def test_only_failed_jobs_can_be_retried(client):
+    dataset = make_dataset(client)
+    flaky(client, dataset)
+    item = uploaded_item(client, dataset)
+    [job] = wait_for_jobs(client, dataset, item)
+    assert job["status"] == "completed"
+
+    answer = client.post(item_path(dataset, item) + f"/jobs/{job['id']}/retry")
+
+    assert answer.status_code == 409
+    assert "completed" in answer.json()["detail"]
+
+
+def test_model_type_without_a_model_fails_naming_it(client):
+    dataset = make_dataset(client)
+    make_post_processor(client, dataset, name="speech", model_type="stt")
+    item = uploaded_item(client, dataset)
+
+    [job] = wait_for_jobs(client, dataset, item)
+
+    assert (job["status"], job["attempts"]) == ("failed", 1)
+    assert "No model is installed for model_type 'stt'" in job["error"]
+
+
+def test_jobs_run_for_enabled_post_processors_in_order(client):
+    dataset = make_dataset(client)
+    flaky(client, dataset, text="second", post_processor={"name": "b", "order": 2})
+    flaky(client, dataset, text="first", post_processor={"name": "a", "order": 1})
+    flaky(client, dataset, text="never", post_processor={"name": "off", "enabled": False})
+    item = uploaded_item(client, dataset)
+
+    jobs = wait_for_jobs(client, dataset, item)
+
+    assert [job["post_processor_name"] for job in jobs] == ["a", "b"]
+    assert all(job["status"] == "completed" for job in jobs)
+    listed = ok(client.get(f"/datasets/{dataset['id']}/post-processors/jobs?status=completed"))
+    assert {job["id"] for job in listed} == {job["id"] for job in jobs}
+
+
+def test_annotations_target_maps_predictions_to_labels(client):
+    dataset = make_dataset(client, default_splits=True)
+    version = dataset["versions"][0]
+    ok(client.post(version_path(dataset) + "/labels", json={"name": "Cat"}), 201)
+    flaky(
+        client,
+        dataset,
+        labels={"cat": 0.9, "dog": 0.8, "bird": 0.1},
+        post_processor={
+            "output_target": "both",
+            "confidence_threshold": 0.5,
+            "auto_create_labels": True,
+        },
+        text="a cat",
+    )
+    item = uploaded_item(client, dataset)
+    [job] = wait_for_jobs(client, dataset, item)
+    assert job["status"] == "completed", job
+
+    got = ok(client.get(item_path(dataset, item)))
+    labels = ok(client.get(version_path(dataset) + "/labels"))
+    names = {label["id"]: label["name"] for label in labels}
+    assert got["text"] == "a cat"
+    assert sorted(names[a["label_id"]] for a in got["annotations"]) == ["Cat", "dog"]
+    assert sorted(names.values()) == ["Cat", "dog"]  # "bird" fell under the threshold
+    assert all(a["split_id"] == version["default_split"] for a in got["annotations"])
+    assert all(a["coordinates"] == "" for a in got["annotations"])
+
+
+def test_annotations_target_without_auto_create_uses_existing_labels_only(client):
+    dataset = make_dataset(client)
+    flaky(
+        client,
+        dataset,
+        labels={"cat": 0.9, "dog": 0.8},
+        post_processor={"output_target": "annotations"},
+    )
+    ok(client.post(version_path(dataset) + "/labels", json={"name": "dog"}), 201)
+    item = uploaded_item(client, dataset)
+    wait_for_jobs(client, dataset, item)
+
+    got = ok(client.get(item_path(dataset, item)))
+
+    assert len(got["annotations"]) == 1
+    assert got["text"] == ""  # annotations only: the text is left alone
