@@ -40,13 +40,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.is_embedded_broker:
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"].update(
             {
                 "data_folder_in": str(folder / "queue"),
                 "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"),
+                "control_folder": str(folder / "control"),
                 "store_processed": False,
                 # The folder is polled; once a second (the default) makes every
                 # job wait half a second on average before it starts.
