@@ -87,8 +87,12 @@ def run_api() -> int:
 
 
 def run_worker() -> int:
+    from shared.postprocessors.registry import get_registry
     from worker.app import celery_app
 
+    # Load the models' classes now, so that a broken or duplicate plugin
+    # stops the worker at start-up instead of failing its first job.
+    get_registry()
     celery_app.worker_main(["worker", f"--loglevel={get_settings().log_level}", "--events"])
     return 0
 

@@ -7,7 +7,23 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image, ImageDraw, ImageFont
+
+
+def known_bug(reason: str) -> pytest.MarkDecorator:
+    """Mark a test that fails because of a bug in itemflow itself, so that the
+    suite stays green until it is fixed; strict, so the fix is noticed."""
+    return pytest.mark.xfail(strict=True, reason=f"itemflow bug: {reason}")
+
+
+# shared/models.py: Dataset.versions and DatasetVersion.splits/labels have
+# passive_deletes=True but no delete cascade, so deleting a parent whose
+# children are loaded makes the ORM set their foreign key to NULL first.
+DELETE_CASCADE_BUG = known_bug(
+    "DELETE of a dataset, or of a version with splits or labels, answers 500 "
+    "(NOT NULL violation on dataset_versions.dataset_id / dataset_splits.version_id)"
+)
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:
