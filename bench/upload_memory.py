@@ -35,8 +35,8 @@ def rss_mib(pid: int) -> float:
 
 def multipart_body(size: int):
     yield (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
-        f"filename=\"big.txt\"\r\nContent-Type: text/plain\r\n\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="big.txt"\r\nContent-Type: text/plain\r\n\r\n'
     ).encode()
     line = b"itemflow streams uploads in chunks.\n"
     block = (line * (CHUNK // len(line) + 1))[:CHUNK]
@@ -84,7 +84,8 @@ def main() -> int:
         with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=300) as client:
             dataset = client.post("/datasets", json={"name": "bench"}).json()
             version = dataset["versions"][0]["id"]
-            item = client.post(f"/datasets/{dataset['id']}/versions/{version}/items", json={}).json()
+            items_url = f"/datasets/{dataset['id']}/versions/{version}/items"
+            item = client.post(items_url, json={}).json()
             url = f"/datasets/{dataset['id']}/versions/{version}/items/{item['id']}/upload"
 
             baseline = rss_mib(api.pid)

@@ -19,10 +19,14 @@ LOCAL_USER = "local"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="itemflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="migrate, then run the API, a worker and Flower")
+    up_command = commands.add_parser("up", help="migrate, then run the API, workers and Flower")
+    up_command.add_argument("--workers", type=int, default=1, help="worker processes to start")
     commands.add_parser("migrate", help="apply the database migrations")
     commands.add_parser("api", help="run the HTTP API")
-    commands.add_parser("worker", help="run a Celery worker")
+    worker_command = commands.add_parser("worker", help="run a Celery worker")
+    worker_command.add_argument(
+        "--name", default="celery@%h", help="node name, unique per worker (default celery@%%h)"
+    )
     commands.add_parser("flower", help="run Flower, the Celery monitor")
     user_commands = commands.add_parser("users", help="manage users").add_subparsers(
         dest="user_command", required=True
@@ -43,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api":
         return run_api()
     if args.command == "worker":
-        return run_worker()
+        return run_worker(args.name)
     if args.command == "flower":
         return run_flower()
-    return up()
+    return up(args.workers)
 
 
 def migrate() -> int:
@@ -86,14 +90,16 @@ def run_api() -> int:
     return 0
 
 
-def run_worker() -> int:
+def run_worker(name: str = "celery@%h") -> int:
     from shared.postprocessors.registry import get_registry
     from worker.app import celery_app
 
     # Load the models' classes now, so that a broken or duplicate plugin
     # stops the worker at start-up instead of failing its first job.
     get_registry()
-    celery_app.worker_main(["worker", f"--loglevel={get_settings().log_level}", "--events"])
+    celery_app.worker_main(
+        ["worker", f"--loglevel={get_settings().log_level}", "--events", f"--hostname={name}"]
+    )
     return 0
 
 
@@ -141,16 +147,24 @@ def local_key() -> str:
     return key
 
 
-def up() -> int:
-    """Everything on one machine: migrate, then the API, a worker and Flower
+def up(workers: int = 1) -> int:
+    """Everything on one machine: migrate, then the API, workers and Flower
     as child processes, until Ctrl-C (or SIGTERM) stops them all."""
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     migrate()
     key = local_key()
+    commands = {"api": ["api"], "flower": ["flower"]}
+    for number in range(1, workers + 1):
+        commands[f"worker {number}"] = ["worker", f"--name=worker{number}@%h"]
+    # Each child in a session of its own: Ctrl-C reaches only this process,
+    # which then stops the children once and in order, instead of every
+    # child getting the terminal's SIGINT and then our SIGTERM on top.
     children = {
-        name: subprocess.Popen([sys.executable, "-m", "shared.cli", name])
-        for name in ("api", "worker", "flower")
+        name: subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", *command], start_new_session=True
+        )
+        for name, command in commands.items()
     }
     api_url = f"http://{settings.api_host}:{settings.api_port}/api/v1"
     print(
@@ -201,11 +215,13 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float = 
 
 
 def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':')[0]}:***@{host}"
-    return url
+    """The URL without its password, for printing."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user, has_password, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
 
 
 if __name__ == "__main__":

@@ -106,7 +106,10 @@ class Dataset(Timestamped, Base):
     default_splits: Mapped[bool] = mapped_column(Boolean, default=False)
 
     versions: Mapped[list[DatasetVersion]] = relationship(
-        back_populates="dataset", order_by="DatasetVersion.created_at", passive_deletes=True
+        back_populates="dataset",
+        order_by="DatasetVersion.created_at",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
 
 
@@ -124,10 +127,12 @@ class DatasetVersion(Timestamped, Base):
 
     dataset: Mapped[Dataset] = relationship(back_populates="versions")
     labels: Mapped[list[Label]] = relationship(
-        order_by="(Label.index, Label.created_at)", passive_deletes=True
+        order_by="(Label.index, Label.created_at)",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
     splits: Mapped[list[DatasetSplit]] = relationship(
-        order_by="DatasetSplit.created_at", passive_deletes=True
+        order_by="DatasetSplit.created_at", cascade="all, delete-orphan", passive_deletes=True
     )
 
 
@@ -197,7 +202,7 @@ class DatasetItem(Timestamped, Base):
         secondary=item_splits, order_by="DatasetSplit.created_at"
     )
     annotations: Mapped[list[Annotation]] = relationship(
-        order_by="Annotation.created_at", passive_deletes=True
+        order_by="Annotation.created_at", cascade="all, delete-orphan", passive_deletes=True
     )
 
 

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = 3600
     task_soft_time_limit_seconds: int = 600
     task_time_limit_seconds: int = 900
+    # Load every model when a worker process starts rather than on its first job.
+    preload_models: bool = True
     worker_concurrency: int = 0  # 0: Celery's default, the number of CPUs
 
     # Extra post-processor classes, "module:Class" separated by commas, loaded

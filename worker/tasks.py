@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
+from celery.signals import worker_process_init
+
+from shared.postprocessors.registry import get_registry
 from shared.queue import TASK_NAME
 from shared.services.execution import run_job
+from shared.settings import get_settings
 from worker.app import celery_app
 
 
@@ -14,3 +19,16 @@ def run_post_processor(job_id: str, item_id: str = "", post_processor: str = "")
     """Run one post-processor job. `item_id` and `post_processor` are not
     needed to run it; they are in the message so that Flower shows them."""
     return run_job(uuid.UUID(job_id)).status
+
+
+@worker_process_init.connect
+def load_models(**_: object) -> None:
+    """Load the models in each worker process as it starts, not in the first
+    job: the OCR model takes seconds to load."""
+    if get_settings().preload_models:
+        try:
+            get_registry().warm_up()
+        except Exception:
+            # A model that cannot load fails its jobs with the reason; the
+            # process must still start and serve the other models.
+            logging.getLogger(__name__).exception("loading the models failed")

@@ -84,6 +84,12 @@ class Registry:
                 self._instances[key] = model_class()
             return self._instances[key]
 
+    def warm_up(self) -> None:
+        """Build every registered model now, so that the first job a
+        process runs does not wait for a model to load."""
+        for model_type, model_id in list(self._classes):
+            self.get(model_type, model_id)
+
 
 def load_registry(extra: str = "") -> Registry:
     registry = Registry()

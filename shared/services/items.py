@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, selectinload
 from shared.errors import NotFound, PreconditionFailed, ValidationFailed
 from shared.filekinds import FileKind
 from shared.models import (
-    Annotation,
     DatasetItem,
     DatasetSplit,
     JobStatus,
@@ -248,7 +247,6 @@ def delete_item(
         raise NotFound("Item not found in this split.")
     if item.file_key:
         files.delete_after_commit(session, [item.file_key])
-    session.execute(Annotation.__table__.delete().where(Annotation.item_id == item_id))
     session.delete(item)
     session.flush()
     return item
