@@ -22,6 +22,7 @@ from shared.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from shared.schemas import INT32_MAX
 from shared.services import users
 from shared.services.scope import Page
 from shared.settings import get_settings
@@ -205,4 +206,5 @@ def if_match(request: Request) -> int | None:
     value = raw.strip().removeprefix("W/").strip('"')
     if value == "*":
         return None
-    return int(value) if value.isdigit() else -1
+    # Versions live in 32 bits: a larger number can match no item.
+    return int(value) if value.isdigit() and int(value) <= INT32_MAX else -1

@@ -11,7 +11,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 
 def _rfc3339(value: datetime) -> str:
@@ -20,6 +28,19 @@ def _rfc3339(value: datetime) -> str:
 
 # Ids the contract gives as plain strings, "" when unset.
 IdText = Annotated[str, BeforeValidator(lambda value: "" if value is None else str(value))]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it on every backend alike.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+# Integers the database stores in 32 bits.
+INT32_MAX = 2**31 - 1
+Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
 Timestamp = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str)]
 ContentType = Literal["images", "text", "tabular", "ner", "documents"]
 ModelType = Literal["stt", "stt-diarization", "classification", "detection", "ner", "ocr", "llm"]
@@ -47,46 +68,46 @@ class RequestBody(BaseModel):
 
 
 class DatasetCreate(RequestBody):
-    name: str = ""
-    description: str = ""
-    notes: str = ""
+    name: Text = ""
+    description: Text = ""
+    notes: Text = ""
     content_type: ContentType = "images"
     multi_label: bool = False
     default_splits: bool = False
 
 
 class DatasetUpdate(RequestBody):
-    name: str = ""
-    description: str = ""
-    notes: str = ""
+    name: Text = ""
+    description: Text = ""
+    notes: Text = ""
     content_type: ContentType = "images"
     multi_label: bool = False
 
 
 class VersionCreate(RequestBody):
-    name: str = ""
-    description: str = ""
-    default_split: str = ""
-    config: str = ""
+    name: Text = ""
+    description: Text = ""
+    default_split: Text = ""
+    config: Text = ""
 
 
 VersionUpdate = VersionCreate
 
 
 class SplitCreate(RequestBody):
-    name: str = ""
-    description: str = ""
+    name: Text = ""
+    description: Text = ""
 
 
 SplitUpdate = SplitCreate
 
 
 class LabelCreate(RequestBody):
-    name: str = ""
-    description: str = ""
-    color: str = ""
-    index: int = 0
-    shortcut: str = ""
+    name: Text = ""
+    description: Text = ""
+    color: Text = Field(default="", max_length=40)
+    index: Int32 = 0
+    shortcut: Text = Field(default="", max_length=40)
 
 
 LabelUpdate = LabelCreate
@@ -96,13 +117,13 @@ class AnnotationCreate(RequestBody):
     label_id: uuid.UUID
     item_id: uuid.UUID
     split_id: uuid.UUID | Literal[""] | None = None
-    coordinates: str = ""
+    coordinates: Text = ""
 
 
 class AnnotationUpdate(RequestBody):
     label_id: uuid.UUID | None = None
     split_id: uuid.UUID | Literal[""] | None = None
-    coordinates: str = ""
+    coordinates: Text = ""
 
 
 class SplitRef(BaseModel):
@@ -111,10 +132,10 @@ class SplitRef(BaseModel):
 
 
 class ItemCreate(RequestBody):
-    name: str = ""
-    description: str = ""
-    text: str = ""
-    extension: str = Field(default="", max_length=20)
+    name: Text = ""
+    description: Text = ""
+    text: Text = ""
+    extension: Text = Field(default="", max_length=20)
     splits: list[SplitRef] = []
 
 
@@ -122,20 +143,20 @@ ItemUpdate = ItemCreate
 
 
 class PostProcessorCreate(RequestBody):
-    name: str = ""
-    description: str = ""
+    name: Text = ""
+    description: Text = ""
     enabled: bool = True
-    order: int = 0
-    model_id: str = ""
-    model_version: str = ""
+    order: Int32 = 0
+    model_id: Text = ""
+    model_version: Text = ""
     external_provider: Provider | None = None
-    external_model: str = ""
-    external_config: str = ""
+    external_model: Text = ""
+    external_config: Text = ""
     model_type: ModelType
     output_target: OutputTarget = "text"
     auto_create_labels: bool = False
     confidence_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
-    prompt: str = ""
+    prompt: Text = ""
 
 
 class PostProcessorUpdate(PostProcessorCreate):

@@ -7,23 +7,7 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 from PIL import Image, ImageDraw, ImageFont
-
-
-def known_bug(reason: str) -> pytest.MarkDecorator:
-    """Mark a test that fails because of a bug in itemflow itself, so that the
-    suite stays green until it is fixed; strict, so the fix is noticed."""
-    return pytest.mark.xfail(strict=True, reason=f"itemflow bug: {reason}")
-
-
-# shared/models.py: Dataset.versions and DatasetVersion.splits/labels have
-# passive_deletes=True but no delete cascade, so deleting a parent whose
-# children are loaded makes the ORM set their foreign key to NULL first.
-DELETE_CASCADE_BUG = known_bug(
-    "DELETE of a dataset, or of a version with splits or labels, answers 500 "
-    "(NOT NULL violation on dataset_versions.dataset_id / dataset_splits.version_id)"
-)
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:
@@ -142,10 +126,15 @@ def make_annotation(
 def make_quick_post_processor(
     client: httpx.Client, dataset: dict[str, Any], **fields: Any
 ) -> dict[str, Any]:
-    """A post-processor served by the test model that always succeeds: its jobs
-    go pending -> processing -> completed and never fail, and cost nothing
-    should a worker ever run them."""
-    body = {"model_type": "classification", "model_id": "test-flaky", **fields}
+    """A post-processor served by the test model that always succeeds and
+    predicts nothing: its jobs go pending -> processing -> completed, never
+    fail, leave the item as it was, and cost nothing should a worker run them."""
+    body = {
+        "model_type": "classification",
+        "model_id": "test-flaky",
+        "output_target": "annotations",
+        **fields,
+    }
     return make_post_processor(client, dataset, **body)
 
 

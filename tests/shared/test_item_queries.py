@@ -1,0 +1,76 @@
+"""The items list costs the same number of queries for 2 items as for 40."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import event
+
+from shared.db import get_engine, session_scope
+from shared.models import (
+    Dataset,
+    DatasetItem,
+    DatasetVersion,
+    PostProcessor,
+    PostProcessorJob,
+    User,
+)
+from shared.services import items
+from shared.services.scope import Page
+
+
+def make_version_with_items(count: int) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    with session_scope() as session:
+        user = User(name=f"queries-{uuid.uuid4().hex[:8]}")
+        session.add(user)
+        session.flush()
+        dataset = Dataset(user_id=user.id)
+        session.add(dataset)
+        session.flush()
+        version = DatasetVersion(dataset_id=dataset.id, user_id=user.id)
+        post_processor = PostProcessor(dataset_id=dataset.id, user_id=user.id, model_type="ocr")
+        session.add_all([version, post_processor])
+        session.flush()
+        for _ in range(count):
+            item = DatasetItem(version_id=version.id, dataset_id=dataset.id, user_id=user.id)
+            session.add(item)
+            session.flush()
+            for status in ("completed", "failed", "failed"):
+                session.add(
+                    PostProcessorJob(
+                        post_processor_id=post_processor.id,
+                        dataset_item_id=item.id,
+                        dataset_id=dataset.id,
+                        user_id=user.id,
+                        status=status,
+                    )
+                )
+        return user.id, dataset.id, version.id
+
+
+def list_with_counts(user_id, dataset_id, version_id):
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(get_engine(), "before_cursor_execute", count)
+    try:
+        with session_scope() as session:
+            rows, _total = items.list_items(session, user_id, dataset_id, version_id, Page())
+            counts = items.job_counts(session, [row.id for row in rows])
+            listed = [(row.splits, row.annotations, counts[row.id]) for row in rows]
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", count)
+    return listed, [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+
+
+def test_the_items_list_makes_no_query_per_item():
+    few, few_queries = list_with_counts(*make_version_with_items(2))
+    many, many_queries = list_with_counts(*make_version_with_items(40))
+
+    assert len(few) == 2 and len(many) == 40
+    assert all((c.completed, c.failed, c.total) == (1, 2, 3) for _s, _a, c in many)
+    assert len(many_queries) == len(few_queries)
+    job_queries = [s for s in many_queries if "post_processor_jobs" in s]
+    assert len(job_queries) == 1, job_queries
