@@ -24,7 +24,7 @@ def create_app() -> Starlette:
     ]
     return Starlette(
         routes=[*system.routes, Mount("/api/v1", routes=api_routes)],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.routing import Route
@@ -21,12 +22,15 @@ from shared.schemas import (
     SplitPublic,
     SplitUpdate,
 )
-from shared.services import annotations, datasets
+from shared.services import annotations as annotation_service
+from shared.services import datasets
+
+Child = TypeVar("Child", DatasetSplit, Label)
 
 
 def child_routes(
     path: str,
-    model: type[DatasetSplit] | type[Label],
+    model: type[Child],
     schema: type[BaseModel],
     create_body: type[BaseModel],
     update_body: type[BaseModel],
@@ -34,29 +38,36 @@ def child_routes(
     """The five routes of a version's splits or labels, which differ only in
     their model and schemas."""
 
-    def ids(c: Context) -> tuple[Any, ...]:
-        return (c.session, model, c.user_id, c.id("dataset_id"), c.id("version_id"))
+    def version(c: Context) -> tuple[uuid.UUID, uuid.UUID]:
+        return c.id("dataset_id"), c.id("version_id")
 
     @endpoint()
     def list_rows(c: Context) -> Listing:
-        rows, total = datasets.list_children(*ids(c), c.page)
+        rows, total = datasets.list_children(c.session, model, c.user_id, *version(c), c.page)
         return Listing(public_list(schema, rows), total)
 
     @endpoint(create_body, status=201)
     def create_row(c: Context) -> dict[str, Any]:
-        return public(schema, datasets.create_child(*ids(c), c.body))
+        row = datasets.create_child(c.session, model, c.user_id, *version(c), c.body)
+        return public(schema, row)
 
     @endpoint()
     def get_row(c: Context) -> dict[str, Any]:
-        return public(schema, datasets.get_version_child(*ids(c), c.id("row_id")))
+        row_id = c.id("row_id")
+        row = datasets.get_version_child(c.session, model, c.user_id, *version(c), row_id)
+        return public(schema, row)
 
     @endpoint(update_body)
     def update_row(c: Context) -> dict[str, Any]:
-        return public(schema, datasets.update_child(*ids(c), c.id("row_id"), c.body))
+        row_id = c.id("row_id")
+        row = datasets.update_child(c.session, model, c.user_id, *version(c), row_id, c.body)
+        return public(schema, row)
 
     @endpoint()
     def delete_row(c: Context) -> dict[str, Any]:
-        return public(schema, datasets.delete_child(*ids(c), c.id("row_id")))
+        row_id = c.id("row_id")
+        row = datasets.delete_child(c.session, model, c.user_id, *version(c), row_id)
+        return public(schema, row)
 
     one = path + "/{row_id:uuid}"
     return [
@@ -70,7 +81,7 @@ def child_routes(
 
 @endpoint(AnnotationCreate, status=201)
 def create_annotation(c: Context) -> dict[str, Any]:
-    annotation = annotations.create_annotation(
+    annotation = annotation_service.create_annotation(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.body
     )
     return public(AnnotationPublic, annotation)
@@ -78,7 +89,7 @@ def create_annotation(c: Context) -> dict[str, Any]:
 
 @endpoint(AnnotationUpdate)
 def update_annotation(c: Context) -> dict[str, Any]:
-    annotation = annotations.update_annotation(
+    annotation = annotation_service.update_annotation(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("annotation_id"), c.body
     )
     return public(AnnotationPublic, annotation)
@@ -86,7 +97,7 @@ def update_annotation(c: Context) -> dict[str, Any]:
 
 @endpoint()
 def delete_annotation(c: Context) -> dict[str, Any]:
-    annotation = annotations.delete_annotation(
+    annotation = annotation_service.delete_annotation(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("annotation_id")
     )
     return public(AnnotationPublic, annotation)

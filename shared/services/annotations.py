@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.errors import ValidationFailed
@@ -65,12 +66,17 @@ def _check_refs(session: Session, version_id: uuid.UUID, values: dict[str, objec
     if values.get("split_id") == "":
         values["split_id"] = None
     errors = []
-    for field, model in (("label_id", Label), ("item_id", DatasetItem), ("split_id", DatasetSplit)):
+    refs: list[tuple[str, type[Label] | type[DatasetItem] | type[DatasetSplit]]] = [
+        ("label_id", Label),
+        ("item_id", DatasetItem),
+        ("split_id", DatasetSplit),
+    ]
+    for field, model in refs:
         row_id = values.get(field)
         if row_id is None:
             continue
-        row = session.get(model, row_id)
-        if row is None or row.version_id != version_id:
+        row_version = session.scalar(select(model.version_id).where(model.id == row_id))
+        if row_version != version_id:
             errors.append({"loc": ["body", field], "msg": "not found in this version"})
     if errors:
         raise ValidationFailed(errors)

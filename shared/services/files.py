@@ -15,4 +15,9 @@ def delete_after_commit(session: Session, keys: Iterable[str]) -> None:
     keys = list(keys)
     if keys:
         storage = get_storage()
-        after_commit(session, lambda: [storage.delete(key) for key in keys])
+
+        def delete() -> None:
+            for key in keys:
+                storage.delete(key)
+
+        after_commit(session, delete)

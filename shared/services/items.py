@@ -146,7 +146,7 @@ def _bump_version(
     if if_match is not None:
         statement = statement.where(DatasetItem.version == if_match)
     statement = statement.values(**values, version=DatasetItem.version + 1, updated_at=utcnow())
-    if session.execute(statement).rowcount == 0:
+    if session.execute(statement.returning(DatasetItem.id)).one_or_none() is None:
         current = session.scalar(select(DatasetItem.version).where(DatasetItem.id == item.id))
         raise PreconditionFailed(
             f"The item is at version {current}, not {if_match}.", current_version=current

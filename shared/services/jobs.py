@@ -267,7 +267,7 @@ def list_item_jobs(
 ) -> list[tuple[PostProcessorJob, str, str]]:
     get_item(session, user_id, dataset_id, version_id, item_id)
     query = _with_details().where(PostProcessorJob.dataset_item_id == item_id)
-    return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+    return [tuple(row) for row in session.execute(query)]
 
 
 def list_dataset_jobs(
@@ -289,7 +289,7 @@ def list_dataset_jobs(
         query = query.where(PostProcessorJob.dataset_item_id == item_id)
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = session.execute(query.limit(page.size).offset(page.size * page.index))
-    return [tuple(row) for row in rows], total or 0  # type: ignore[misc]
+    return [tuple(row) for row in rows], total or 0
 
 
 def _with_details() -> Any:

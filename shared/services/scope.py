@@ -21,7 +21,7 @@ class Page:
     index: int = 0
 
 
-def paged(session: Session, query: Select[tuple[Row]], page: Page) -> tuple[list[Row], int]:
+def paged(session: Session, query: Select[Row], page: Page) -> tuple[list[Row], int]:
     """One page of a query's rows, and how many rows the query has in all."""
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = session.scalars(query.limit(page.size).offset(page.size * page.index)).all()
