@@ -1,0 +1,79 @@
+"""`itemflow up` on the embedded default, as `make run` starts it: it prints
+the URLs and a working key, serves the API and Flower, and Ctrl-C stops
+every process it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.test_end_to_end import wait_for_http
+from tests.fixtures import free_port
+
+
+def children_of(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(child) for child in found.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_up_runs_everything_embedded_and_ctrl_c_stops_it(tmp_path):
+    api_port, flower_port = free_port(), free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "BROKER_URL", "QUEUE_NAME", "POST_PROCESSORS")
+    }
+    env.update(VAR_DIR=str(tmp_path / "var"), API_PORT=str(api_port), FLOWER_PORT=str(flower_port))
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [str(Path(sys.executable).parent / "itemflow"), "up"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "Press Ctrl-C to stop." not in (output := log.read_text()):
+            assert up.poll() is None and time.monotonic() < deadline, output
+            time.sleep(0.1)
+        key = re.search(r"API key\s+(ifk_\S+)", output).group(1)
+        assert f"http://127.0.0.1:{api_port}/api/v1" in output
+        assert f"http://127.0.0.1:{flower_port}" in output
+        assert "sqlite" in output and "filesystem://" in output
+
+        wait_for_http(f"http://127.0.0.1:{api_port}/healthz")
+        wait_for_http(f"http://127.0.0.1:{flower_port}/healthcheck")
+        answer = httpx.get(
+            f"http://127.0.0.1:{api_port}/api/v1/datasets",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert (answer.status_code, answer.json()) == (200, [])
+        assert httpx.get(f"http://127.0.0.1:{api_port}/readyz").json()["status"] == "ok"
+        children = children_of(up.pid)
+        assert len(children) == 3  # api, worker, flower
+        assert (tmp_path / "var" / "itemflow.db").exists()
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)]
+    assert up.returncode == 0
