@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from shared.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 
@@ -73,6 +73,9 @@ class FilePart:
             self._parser.finalize()
         except (ValueError, TypeError) as error:  # python-multipart's parse errors
             raise BadRequest(f"The multipart body is malformed: {error}") from error
+        if self._parser.state != MultipartState.END:
+            # The body stopped before its closing boundary: a cut-off upload.
+            raise BadRequest("The multipart body ends before its closing boundary.")
         if state.file_parts == 0:
             raise ValidationFailed(
                 [{"loc": ["body", FILE_FIELD], "msg": "a part named 'file' is required"}]

@@ -58,7 +58,8 @@ async def unavailable(request: Request, error: Exception) -> Response:
 
 
 async def internal_error(request: Request, error: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    # Starlette re-raises the error after this answer, and the server logs
+    # it with its trace: logging it here too would say it twice.
     return problem(500, "Something went wrong on our side; it has been logged.")
 
 

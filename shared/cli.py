@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         "--name", default="celery@%h", help="node name, unique per worker (default celery@%%h)"
     )
     commands.add_parser("flower", help="run Flower, the Celery monitor")
+    commands.add_parser("reaper", help="take back stranded jobs, periodically")
     user_commands = commands.add_parser("users", help="manage users").add_subparsers(
         dest="user_command", required=True
     )
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker(args.name)
     if args.command == "flower":
         return run_flower()
+    if args.command == "reaper":
+        return run_reaper()
     return up(args.workers)
 
 
@@ -120,6 +123,31 @@ def run_flower() -> int:
     return 0
 
 
+def run_reaper() -> int:
+    """Sweep for stranded jobs every REAPER_INTERVAL_SECONDS until stopped."""
+    import threading
+
+    from shared.db import session_scope
+    from shared.services.reaper import sweep
+
+    settings = get_settings()
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    log.info("reaper sweeps every %ss", settings.reaper_interval_seconds)
+    while not stopping.is_set():
+        try:
+            with session_scope() as session:
+                swept = sweep(session)
+            if swept.taken_back or swept.failed or swept.resent:
+                log.info("reaper: %s", swept)
+        except Exception:
+            # The database or broker may be down; try again next round.
+            log.exception("reaper sweep failed")
+        stopping.wait(settings.reaper_interval_seconds)
+    return 0
+
+
 def local_key() -> str:
     """The API key of the local user, made on first start and kept in the
     var directory (readable by this user only) so that each start can print it."""
@@ -154,7 +182,7 @@ def up(workers: int = 1) -> int:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     migrate()
     key = local_key()
-    commands = {"api": ["api"], "flower": ["flower"]}
+    commands = {"api": ["api"], "flower": ["flower"], "reaper": ["reaper"]}
     for number in range(1, workers + 1):
         commands[f"worker {number}"] = ["worker", f"--name=worker{number}@%h"]
     # Each child in a session of its own: Ctrl-C reaches only this process,
@@ -162,7 +190,9 @@ def up(workers: int = 1) -> int:
     # child getting the terminal's SIGINT and then our SIGTERM on top.
     children = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", *command], start_new_session=True
+            [sys.executable, "-m", "shared.cli", *command],
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         for name, command in commands.items()
     }
@@ -185,8 +215,9 @@ def up(workers: int = 1) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    # A closed terminal (SIGHUP) stops everything just like Ctrl-C.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     exit_code = 0
     while not stopping:
         for name, child in children.items():
@@ -196,6 +227,16 @@ def up(workers: int = 1) -> int:
         time.sleep(0.5)
     _stop_children(children)
     return exit_code
+
+
+def _die_with_parent() -> None:
+    """In a child, before it runs: ask Linux to send it SIGTERM when `up`
+    dies, even by SIGKILL, so that no orphan keeps the ports or takes jobs."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float = 30) -> None:

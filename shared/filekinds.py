@@ -41,17 +41,6 @@ _ACCEPTED: dict[str, FileKind] = {
     ]
 }
 
-_IMAGE_EXTENSIONS = {"jpg", "png", "gif", "webp", "bmp", "tif", "jpeg", "tiff"}
-
-
-def is_image_extension(extension: str) -> bool:
-    return extension.lower() in _IMAGE_EXTENSIONS
-
-
-def media_type_for(extension: str) -> str:
-    kind = _ACCEPTED.get(extension)
-    return kind.media_type if kind else "application/octet-stream"
-
 
 def detect(head: bytes) -> FileKind:
     """The accepted kind of a file starting with `head`, else 415."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -51,7 +51,14 @@ class Settings(BaseSettings):
     task_time_limit_seconds: int = 900
     # Load every model when a worker process starts rather than on its first job.
     preload_models: bool = True
-    worker_concurrency: int = 0  # 0: Celery's default, the number of CPUs
+    worker_concurrency: int = 0
+
+    # The reaper: how often it sweeps; how long a pending job may wait with no
+    # message before one is sent again (longer than any back-off); how long
+    # past the hard time limit a `processing` job is taken back.
+    reaper_interval_seconds: float = 30.0
+    reaper_pending_after_seconds: float = 600.0
+    reaper_processing_margin_seconds: float = 60.0  # 0: Celery's default, the number of CPUs
 
     # Extra post-processor classes, "module:Class" separated by commas, loaded
     # beside the `itemflow.post_processors` entry points.
@@ -67,6 +74,15 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    @model_validator(mode="after")
+    def _reaper_waits_out_back_offs(self) -> Settings:
+        if self.reaper_pending_after_seconds <= self.retry_backoff_max_seconds:
+            raise ValueError(
+                "REAPER_PENDING_AFTER_SECONDS must be longer than RETRY_BACKOFF_MAX_SECONDS, "
+                "or the reaper would resend jobs that are only waiting out their back-off"
+            )
+        return self
 
     @property
     def effective_database_url(self) -> str:

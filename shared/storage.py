@@ -4,7 +4,6 @@ added beside the local directory without touching the callers."""
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -29,8 +28,6 @@ class Storage(Protocol):
     async def stage(self, chunks: AsyncIterator[bytes], limit: int) -> StagedFile: ...
 
     def open(self, key: str) -> BinaryIO: ...
-
-    def size(self, key: str) -> int: ...
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]: ...
@@ -82,9 +79,6 @@ class LocalStorage:
 
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
-
-    def size(self, key: str) -> int:
-        return os.path.getsize(self._path(key))
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:

@@ -28,6 +28,9 @@ from shared.settings import get_settings
 from shared.storage import get_storage
 
 THUMBNAIL_SIZE = 256
+# Decoding happens in the API process: refuse images whose pixels alone
+# would take more than about 100 MB there.
+THUMBNAIL_MAX_PIXELS = 32_000_000
 # Room for the multipart boundaries and part headers around the file.
 MULTIPART_OVERHEAD = 64 * 1024
 CHUNK = 64 * 1024
@@ -92,7 +95,7 @@ async def download(request: Request) -> Response:
 
     stored = await run_in_threadpool(find)
     thumbnail = request.query_params.get("thumbnail", "").lower() in ("true", "1", "yes")
-    if thumbnail and filekinds.is_image_extension(stored.extension):
+    if thumbnail and stored.media_type.startswith("image/"):
         return await _thumbnail(request, stored)
     etag = f'"{stored.sha256}"'
     headers = {
@@ -125,6 +128,12 @@ async def _thumbnail(request: Request, stored: items.StoredFile) -> Response:
     def render() -> bytes:
         try:
             with get_storage().local_path(stored.key) as path, Image.open(path) as image:
+                if image.width * image.height > THUMBNAIL_MAX_PIXELS:
+                    raise UnsupportedMediaType(
+                        f"The image is too large for a thumbnail ({image.width}x{image.height})."
+                    )
+                # JPEG can decode straight at a fraction of its size.
+                image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
                 image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
                 out = io.BytesIO()
                 image.convert("RGB").save(out, "JPEG", quality=85)

@@ -19,7 +19,7 @@ from shared.schemas import (
     PostProcessorUpdate,
     PostProcessorWithDetails,
 )
-from shared.services import jobs, postprocessors
+from shared.services import job_lists, jobs, postprocessors
 
 
 def with_details(post_processor: PostProcessor) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def delete_post_processor(c: Context) -> dict[str, Any]:
 
 @endpoint()
 def list_dataset_jobs(c: Context) -> Listing:
-    rows, total = jobs.list_dataset_jobs(
+    rows, total = job_lists.list_dataset_jobs(
         c.session,
         c.user_id,
         c.id("dataset_id"),
@@ -102,7 +102,7 @@ def list_dataset_jobs(c: Context) -> Listing:
 
 @endpoint()
 def list_item_jobs(c: Context) -> list[dict[str, Any]]:
-    rows = jobs.list_item_jobs(
+    rows = job_lists.list_item_jobs(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("item_id")
     )
     return [job_with_details(row) for row in rows]

@@ -7,7 +7,6 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from shared.filekinds import is_image_extension
 from shared.postprocessors.base import (
     ItemInput,
     ModelOutput,
@@ -29,10 +28,10 @@ class RapidOcr(PostProcessorModel):
     def run(self, item: ItemInput, file: Path | None, config: PostProcessorConfig) -> ModelOutput:
         if file is None:
             raise PermanentError("The item has no file to read text from.")
-        if not is_image_extension(item.extension):
-            raise PermanentError(
-                f"OCR reads images; this item is a {item.extension or 'file of unknown kind'}."
-            )
+        # The kind detected from the bytes at upload, not the client-editable
+        # extension.
+        if not item.media_type.startswith("image/"):
+            raise PermanentError(f"OCR reads images; this item's file is {item.media_type!r}.")
         image = _load_image(file)
         found, _timings = self.engine(image)
         lines = [_line(box, text, score) for box, text, score in found or []]

@@ -37,17 +37,18 @@ class MissingModel(PostProcessorModel):
 
     kind = "missing"
 
-    def __init__(self, model_type: str, model_id: str) -> None:
+    def __init__(self, model_type: str, model_id: str, installed: list[str]) -> None:
         self.model_type = model_type  # type: ignore[misc]
         self.model_id = model_id  # type: ignore[misc]
         self.name = "none"  # type: ignore[misc]
+        self.installed = installed
 
     def run(self, item: ItemInput, file: Path | None, config: PostProcessorConfig) -> ModelOutput:
         wanted = f"model_type {self.model_type!r}"
         if self.model_id:
             wanted += f" with model_id {self.model_id!r}"
         raise PermanentError(
-            f"No model is installed for {wanted}; this itemflow version ships an OCR model only."
+            f"No model is installed for {wanted}. Installed: {', '.join(self.installed) or 'none'}."
         )
 
 
@@ -69,20 +70,29 @@ class Registry:
         return model_class
 
     def model_class(self, model_type: str, model_id: str = "") -> type[PostProcessorModel] | None:
-        return self._classes.get((model_type, model_id)) or self._classes.get((model_type, ""))
+        """The model serving exactly this type and id. An unknown id does not
+        fall back to the type's default: running another model than the one
+        asked for, under its name, would be worse than failing."""
+        return self._classes.get((model_type, model_id))
 
     def get(self, model_type: str, model_id: str = "") -> PostProcessorModel:
         """The model instance for a post-processor, built on first use and
         kept for the life of the process."""
         model_class = self.model_class(model_type, model_id)
         if model_class is None:
-            return MissingModel(model_type, model_id)
+            return MissingModel(model_type, model_id, self.installed())
         key = (model_class.model_type, model_class.model_id)
         with self._lock:
             if key not in self._instances:
                 log.info("loading model %s for %s", model_class.name, key)
                 self._instances[key] = model_class()
             return self._instances[key]
+
+    def installed(self) -> list[str]:
+        return sorted(
+            f"{model_type}/{model_id}" if model_id else model_type
+            for model_type, model_id in self._classes
+        )
 
     def warm_up(self) -> None:
         """Build every registered model now, so that the first job a

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from shared.errors import ValidationFailed
 from shared.models import Annotation, DatasetItem, DatasetSplit, Label
 from shared.schemas import AnnotationCreate, AnnotationUpdate
-from shared.services.scope import get_child, get_version
+from shared.services.scope import apply_changes, get_child, get_version
 
 
 def create_annotation(
@@ -41,8 +41,7 @@ def update_annotation(
     annotation = get_child(session, Annotation, user_id, version_id, annotation_id)
     changes = body.changes()
     _check_refs(session, version_id, changes)
-    for name, value in changes.items():
-        setattr(annotation, name, value)
+    apply_changes(annotation, changes)
     session.flush()
     return annotation
 

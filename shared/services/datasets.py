@@ -12,7 +12,14 @@ from shared.errors import ValidationFailed
 from shared.models import Dataset, DatasetItem, DatasetSplit, DatasetVersion, Label
 from shared.schemas import DatasetCreate, RequestBody, VersionCreate
 from shared.services import files
-from shared.services.scope import Page, get_child, get_dataset, get_version, paged
+from shared.services.scope import (
+    Page,
+    apply_changes,
+    get_child,
+    get_dataset,
+    get_version,
+    paged,
+)
 
 Row = TypeVar("Row", DatasetSplit, Label)
 
@@ -62,7 +69,7 @@ def update_dataset(
     session: Session, user_id: uuid.UUID, dataset_id: uuid.UUID, body: RequestBody
 ) -> Dataset:
     dataset = get_dataset(session, user_id, dataset_id)
-    _apply(dataset, body.changes())
+    apply_changes(dataset, body.changes())
     session.flush()
     return load_dataset(session, user_id, dataset_id)
 
@@ -125,8 +132,10 @@ def update_version(
     version = get_version(session, user_id, dataset_id, version_id)
     changes = body.changes()
     if changes.get("default_split"):
-        _check_split_of_version(session, version_id, changes["default_split"])
-    _apply(version, changes)
+        changes["default_split"] = _check_split_of_version(
+            session, version_id, changes["default_split"]
+        )
+    apply_changes(version, changes)
     session.flush()
     return load_version(session, user_id, dataset_id, version_id)
 
@@ -141,7 +150,8 @@ def delete_version(
     return version
 
 
-def _check_split_of_version(session: Session, version_id: uuid.UUID, split_id: str) -> None:
+def _check_split_of_version(session: Session, version_id: uuid.UUID, split_id: str) -> str:
+    """The split id in its canonical form, if it names a split of the version."""
     try:
         split = session.get(DatasetSplit, uuid.UUID(split_id))
     except ValueError:
@@ -150,6 +160,7 @@ def _check_split_of_version(session: Session, version_id: uuid.UUID, split_id: s
         raise ValidationFailed(
             [{"loc": ["body", "default_split"], "msg": "not a split of this version"}]
         )
+    return str(split.id)
 
 
 # --- splits and labels ------------------------------------------------------
@@ -205,7 +216,7 @@ def update_child(
     body: RequestBody,
 ) -> Row:
     row = get_version_child(session, model, user_id, dataset_id, version_id, row_id)
-    _apply(row, body.changes())
+    apply_changes(row, body.changes())
     session.flush()
     return row
 
@@ -226,11 +237,6 @@ def delete_child(
     session.delete(row)
     session.flush()
     return row
-
-
-def _apply(row: Any, changes: dict[str, Any]) -> None:
-    for name, value in changes.items():
-        setattr(row, name, value)
 
 
 def _forget_files(session: Session, condition: Any) -> None:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from shared.errors import NotFound, PreconditionFailed, ValidationFailed
@@ -103,7 +103,10 @@ def create_item(
     if "splits" in body.model_fields_set:
         splits = _splits_of_version(session, version_id, body.splits)
     elif version.default_split:
-        splits = [session.get_one(DatasetSplit, uuid.UUID(version.default_split))]
+        # Stored canonical and cleared with its split; still, a missing
+        # default split must not make items impossible to create.
+        default = session.get(DatasetSplit, uuid.UUID(version.default_split))
+        splits = [default] if default is not None else []
     else:
         splits = []
     item = DatasetItem(
@@ -192,7 +195,9 @@ def attach_file(
     The item, its new jobs and (after commit) their messages: one
     transaction, so a job exists exactly when its file does.
     """
-    item = get_item(session, user_id, dataset_id, version_id, item_id)
+    # Locked, so that two uploads at once cannot both read the same old file
+    # as theirs to delete and leave the other's file orphaned.
+    item = get_item(session, user_id, dataset_id, version_id, item_id, for_update=True)
     old_key = item.file_key
     _bump_version(
         session,
@@ -207,6 +212,14 @@ def attach_file(
     )
     if old_key and old_key != staged.key:
         files.delete_after_commit(session, [old_key])
+    # Jobs still waiting for the old file are void; those already running
+    # finish, but their output is not applied to the new file (see outputs).
+    session.execute(
+        delete(PostProcessorJob).where(
+            PostProcessorJob.dataset_item_id == item.id,
+            PostProcessorJob.status == JobStatus.PENDING.value,
+        )
+    )
     jobs.create_jobs_for_upload(session, item)
     return load_item(session, user_id, dataset_id, version_id, item_id)
 

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared import queue
@@ -31,7 +31,7 @@ from shared.models import (
 )
 from shared.postprocessors.base import ItemInput, ModelOutput, PostProcessorConfig
 from shared.services import outputs
-from shared.services.scope import Page, get_dataset, get_item
+from shared.services.scope import get_item
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,11 @@ def create_jobs_for_upload(session: Session, item: DatasetItem) -> list[PostProc
     session.add_all(created)
     session.flush()
     for job, post_processor in zip(created, post_processors, strict=True):
-        _enqueue_after_commit(session, job, post_processor.name)
+        enqueue_after_commit(session, job, post_processor.name)
     return created
 
 
-def _enqueue_after_commit(
+def enqueue_after_commit(
     session: Session, job: PostProcessorJob, post_processor_name: str, countdown: float = 0
 ) -> None:
     message = queue.JobMessage(
@@ -169,7 +169,7 @@ def complete_job(session: Session, job: ClaimedJob, output: ModelOutput) -> bool
     if done is None:
         log.warning("job %s attempt %s lost its claim; result discarded", job.job_id, job.attempt)
         return False
-    outputs.apply(session, job.job_id, job.item.id, job.config, output)
+    outputs.apply(session, job.job_id, job.item.id, job.file_key, job.config, output)
     return True
 
 
@@ -197,7 +197,7 @@ def fail_attempt(session: Session, job: ClaimedJob, error: str, transient: bool)
         return None
     backoff = backoff_seconds(job.attempt)
     retried = session.get_one(PostProcessorJob, job.job_id)
-    _enqueue_after_commit(session, retried, job.config.name, backoff)
+    enqueue_after_commit(session, retried, job.config.name, backoff)
     return backoff
 
 
@@ -254,48 +254,5 @@ def retry_job(
     if retried is None:
         raise Conflict("The job is being retried already.")
     session.refresh(job)
-    _enqueue_after_commit(session, job, job.post_processor.name)
+    enqueue_after_commit(session, job, job.post_processor.name)
     return job
-
-
-def list_item_jobs(
-    session: Session,
-    user_id: uuid.UUID,
-    dataset_id: uuid.UUID,
-    version_id: uuid.UUID,
-    item_id: uuid.UUID,
-) -> list[tuple[PostProcessorJob, str, str]]:
-    get_item(session, user_id, dataset_id, version_id, item_id)
-    query = _with_details().where(PostProcessorJob.dataset_item_id == item_id)
-    return [tuple(row) for row in session.execute(query)]
-
-
-def list_dataset_jobs(
-    session: Session,
-    user_id: uuid.UUID,
-    dataset_id: uuid.UUID,
-    page: Page,
-    status: JobStatus | None = None,
-    post_processor_id: uuid.UUID | None = None,
-    item_id: uuid.UUID | None = None,
-) -> tuple[list[tuple[PostProcessorJob, str, str]], int]:
-    get_dataset(session, user_id, dataset_id)
-    query = _with_details().where(PostProcessorJob.dataset_id == dataset_id)
-    if status is not None:
-        query = query.where(PostProcessorJob.status == status.value)
-    if post_processor_id is not None:
-        query = query.where(PostProcessorJob.post_processor_id == post_processor_id)
-    if item_id is not None:
-        query = query.where(PostProcessorJob.dataset_item_id == item_id)
-    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    rows = session.execute(query.limit(page.size).offset(page.size * page.index))
-    return [tuple(row) for row in rows], total or 0
-
-
-def _with_details() -> Any:
-    return (
-        select(PostProcessorJob, PostProcessor.name, DatasetItem.name)
-        .join(PostProcessor, PostProcessor.id == PostProcessorJob.post_processor_id)
-        .join(DatasetItem, DatasetItem.id == PostProcessorJob.dataset_item_id)
-        .order_by(PostProcessorJob.created_at, PostProcessor.order, PostProcessorJob.id)
-    )

@@ -4,22 +4,35 @@ its annotations, or both."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from shared.models import Annotation, DatasetItem, Label, item_splits, utcnow
+from shared.models import Annotation, DatasetItem, DatasetSplit, Label, item_splits, utcnow
 from shared.postprocessors.base import ModelOutput, PostProcessorConfig
+
+log = logging.getLogger("itemflow.jobs")
 
 
 def apply(
     session: Session,
     job_id: uuid.UUID,
     item_id: uuid.UUID,
+    file_key: str | None,
     config: PostProcessorConfig,
     output: ModelOutput,
-) -> None:
+) -> bool:
+    """Write the output to the item, unless the item has a new file since the
+    job started: then the output describes a file that is gone, and is kept
+    in the job's result only. True when it was applied."""
+    current_key = session.scalar(
+        select(DatasetItem.file_key).where(DatasetItem.id == item_id).with_for_update()
+    )
+    if current_key != file_key:
+        log.info("event=job.output_skipped job_id=%s item_id=%s reason=new_file", job_id, item_id)
+        return False
     if config.output_target in ("text", "both") and output.text is not None:
         session.execute(
             update(DatasetItem)
@@ -28,6 +41,7 @@ def apply(
         )
     if config.output_target in ("annotations", "both"):
         _write_annotations(session, job_id, item_id, config, output)
+    return True
 
 
 def _write_annotations(
@@ -47,7 +61,11 @@ def _write_annotations(
         for label in session.scalars(select(Label).where(Label.version_id == item.version_id))
     }
     split_id = session.scalar(
-        select(item_splits.c.split_id).where(item_splits.c.item_id == item_id).limit(1)
+        select(item_splits.c.split_id)
+        .join(DatasetSplit, DatasetSplit.id == item_splits.c.split_id)
+        .where(item_splits.c.item_id == item_id)
+        .order_by(DatasetSplit.created_at, DatasetSplit.id)
+        .limit(1)
     )
     for prediction in output.predictions:
         if prediction.score < config.confidence_threshold:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from shared.errors import NotFound
 from shared.models import PostProcessor
 from shared.schemas import PostProcessorCreate, PostProcessorUpdate
-from shared.services.scope import get_dataset
+from shared.services.scope import apply_changes, get_dataset
 
 
 def list_post_processors(
@@ -54,8 +54,7 @@ def update_post_processor(
     body: PostProcessorUpdate,
 ) -> PostProcessor:
     post_processor = get_post_processor(session, user_id, dataset_id, post_processor_id)
-    for name, value in body.changes().items():
-        setattr(post_processor, name, value)
+    apply_changes(post_processor, body.changes())
     session.flush()
     return post_processor
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -26,6 +26,12 @@ def paged(session: Session, query: Select[Row], page: Page) -> tuple[list[Row], 
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = session.scalars(query.limit(page.size).offset(page.size * page.index)).all()
     return list(rows), total or 0
+
+
+def apply_changes(row: Any, changes: dict[str, Any]) -> None:
+    """Set the fields a partial update sent."""
+    for name, value in changes.items():
+        setattr(row, name, value)
 
 
 def get_dataset(session: Session, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Dataset:
@@ -50,8 +56,9 @@ def get_item(
     dataset_id: uuid.UUID,
     version_id: uuid.UUID,
     item_id: uuid.UUID,
+    for_update: bool = False,
 ) -> DatasetItem:
-    item = session.get(DatasetItem, item_id)
+    item = session.get(DatasetItem, item_id, with_for_update=for_update)
     if (
         item is None
         or item.user_id != user_id

@@ -88,6 +88,21 @@ def test_put_version_default_split(client):
     assert updated["default_split"] == test_split["id"]
 
 
+def test_default_split_is_stored_in_its_canonical_form(client):
+    dataset = make_dataset(client, default_splits=True)
+    test_split = first_version(dataset)["splits"][2]
+    shouted = test_split["id"].upper().replace("-", "")
+
+    updated = ok(client.put(version_path(dataset), json={"default_split": shouted}))
+    assert updated["default_split"] == test_split["id"]
+
+    # Deleting that split clears it, and items can still be created.
+    ok(client.delete(f"{version_path(dataset)}/splits/{test_split['id']}"))
+    assert ok(client.get(version_path(dataset)))["default_split"] == ""
+    item = ok(client.post(version_path(dataset) + "/items", json={"name": "after"}), 201)
+    assert item["splits"] == []
+
+
 def test_put_version_default_split_of_another_version_is_422(client):
     dataset = make_dataset(client)
     other = make_dataset(client, default_splits=True)

@@ -116,6 +116,20 @@ def test_two_file_parts_are_422(client, dataset, item):
     assert ok(client.get(item_path(dataset, item)))["version"] == item["version"]
 
 
+def test_a_body_cut_before_its_closing_boundary_is_400_and_nothing_is_kept(client, dataset, item):
+    body = multipart_body((b'name="file"; filename="a.txt"', b"hello"))
+    cut = body[: body.rindex(f"--{BOUNDARY}--".encode())]
+    before = stored_files()
+
+    response = client.post(
+        item_path(dataset, item) + "/upload", content=cut, headers={"Content-Type": MULTIPART}
+    )
+
+    assert "closing boundary" in problem(response, 400)["detail"]
+    assert stored_files() == before
+    assert ok(client.get(item_path(dataset, item)))["version"] == item["version"]
+
+
 def test_other_form_fields_beside_the_file_are_ignored(client, dataset, item):
     body = multipart_body(
         (b'name="comment"', b"not the file"),

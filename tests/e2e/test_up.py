@@ -67,7 +67,7 @@ def test_up_runs_everything_embedded_and_ctrl_c_stops_it(tmp_path):
         assert (answer.status_code, answer.json()) == (200, [])
         assert httpx.get(f"http://127.0.0.1:{api_port}/readyz").json()["status"] == "ok"
         children = children_of(up.pid)
-        assert len(children) == 3  # api, worker, flower
+        assert len(children) == 4  # api, worker, flower, reaper
         assert (tmp_path / "var" / "itemflow.db").exists()
     finally:
         up.send_signal(signal.SIGINT)

@@ -3,73 +3,14 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
-import pytest
-
-from shared import queue
 from shared.db import session_scope
 from shared.errors import Conflict
-from shared.models import (
-    Dataset,
-    DatasetItem,
-    DatasetVersion,
-    JobStatus,
-    PostProcessor,
-    PostProcessorJob,
-    User,
-)
+from shared.models import DatasetItem, JobStatus, PostProcessorJob
 from shared.postprocessors.base import ModelOutput
 from shared.services import jobs
 from shared.services.execution import run_job
-
-
-@pytest.fixture
-def sent(monkeypatch):
-    """The messages that would have gone to the broker."""
-    messages: list[queue.JobMessage] = []
-    lock = threading.Lock()
-
-    def record(message, countdown=0):
-        with lock:
-            messages.append(message)
-
-    monkeypatch.setattr(queue, "send", record)
-    return messages
-
-
-def make_job(status=JobStatus.PENDING, attempts=0, model_id="test-reject"):
-    with session_scope() as session:
-        user = User(name=f"svc-{uuid.uuid4().hex[:8]}")
-        session.add(user)
-        session.flush()
-        dataset = Dataset(user_id=user.id, name="d")
-        session.add(dataset)
-        session.flush()
-        version = DatasetVersion(dataset_id=dataset.id, user_id=user.id, name="v1")
-        session.add(version)
-        session.flush()
-        item = DatasetItem(version_id=version.id, dataset_id=dataset.id, user_id=user.id, name="i")
-        post_processor = PostProcessor(
-            dataset_id=dataset.id,
-            user_id=user.id,
-            name="p",
-            model_type="classification",
-            model_id=model_id,
-        )
-        session.add_all([item, post_processor])
-        session.flush()
-        job = PostProcessorJob(
-            post_processor_id=post_processor.id,
-            dataset_item_id=item.id,
-            dataset_id=dataset.id,
-            user_id=user.id,
-            status=status.value,
-            attempts=attempts,
-        )
-        session.add(job)
-        session.flush()
-        return job, item, version
+from tests.shared.factories import make_job
 
 
 def job_row(job_id):

@@ -21,9 +21,15 @@ def test_extra_models_come_from_the_setting_and_are_chosen_by_model_id():
     assert registry.model_class("classification", "other") is None
 
 
-def test_a_model_id_falls_back_to_the_default_model_of_its_type():
+def test_an_unknown_model_id_finds_no_model_rather_than_the_default():
     registry = load_registry()
-    assert registry.model_class("ocr", "some-id") is RapidOcr
+    assert registry.model_class("ocr", "tesseract") is None
+    with pytest.raises(PermanentError, match="model_type 'ocr' with model_id 'tesseract'"):
+        registry.get("ocr", "tesseract").run(
+            ItemInput(id=None, name="", description="", text="", extension="", media_type=""),
+            None,
+            PostProcessorConfig(id=None, name="p", model_type="ocr", model_id="tesseract"),
+        )
 
 
 def test_two_models_for_the_same_type_and_id_are_refused():

@@ -1,0 +1,111 @@
+"""Take back jobs that nobody will finish, and resend messages that were lost.
+
+Two ways a job can be stranded: its worker died mid-run (the job stays
+`processing`), or its message never reached the broker (the broker was down
+at commit time, so the job stays `pending`). A periodic sweep finds both.
+Every change is a guarded UPDATE and a resent message is harmless (the claim
+takes a job once), so any number of reapers may run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shared.models import JobStatus, PostProcessor, PostProcessorJob, utcnow
+from shared.services.jobs import enqueue_after_commit
+from shared.settings import get_settings
+
+log = logging.getLogger("itemflow.reaper")
+BATCH = 500
+
+
+@dataclass
+class Swept:
+    taken_back: int = 0
+    failed: int = 0
+    resent: int = 0
+
+
+def sweep(session: Session, now: datetime | None = None) -> Swept:
+    settings = get_settings()
+    now = now or utcnow()
+    swept = Swept()
+    # A run can last at most the hard time limit; past that (and a margin for
+    # the result write) its worker is gone.
+    lost_before = now - timedelta(
+        seconds=settings.task_time_limit_seconds + settings.reaper_processing_margin_seconds
+    )
+    lost = session.execute(
+        select(PostProcessorJob, PostProcessor.name)
+        .join(PostProcessor, PostProcessor.id == PostProcessorJob.post_processor_id)
+        .where(
+            PostProcessorJob.status == JobStatus.PROCESSING.value,
+            PostProcessorJob.started_at < lost_before,
+        )
+        .limit(BATCH)
+    ).all()
+    for job, post_processor_name in lost:
+        retry = job.attempts < job.max_attempts
+        taken = session.execute(
+            update(PostProcessorJob)
+            .where(
+                PostProcessorJob.id == job.id,
+                PostProcessorJob.status == JobStatus.PROCESSING.value,
+                PostProcessorJob.attempts == job.attempts,
+            )
+            .values(
+                status=(JobStatus.PENDING if retry else JobStatus.FAILED).value,
+                error=f"Attempt {job.attempts} was lost: its worker stopped before finishing.",
+                completed_at=None if retry else now,
+                updated_at=now,
+            )
+            .returning(PostProcessorJob.id)
+        ).one_or_none()
+        if taken is None:
+            continue
+        log.warning(
+            "event=job.reaped job_id=%s item_id=%s attempt=%s retry=%s",
+            job.id,
+            job.dataset_item_id,
+            job.attempts,
+            retry,
+        )
+        if retry:
+            swept.taken_back += 1
+            enqueue_after_commit(session, job, post_processor_name)
+        else:
+            swept.failed += 1
+
+    # Back-offs are shorter than this, so a pending job this old has no
+    # message on its way.
+    quiet_before = now - timedelta(seconds=settings.reaper_pending_after_seconds)
+    stuck = session.execute(
+        select(PostProcessorJob, PostProcessor.name)
+        .join(PostProcessor, PostProcessor.id == PostProcessorJob.post_processor_id)
+        .where(
+            PostProcessorJob.status == JobStatus.PENDING.value,
+            PostProcessorJob.updated_at < quiet_before,
+        )
+        .limit(BATCH)
+    ).all()
+    for job, post_processor_name in stuck:
+        touched = session.execute(
+            update(PostProcessorJob)
+            .where(
+                PostProcessorJob.id == job.id,
+                PostProcessorJob.status == JobStatus.PENDING.value,
+                PostProcessorJob.updated_at == job.updated_at,
+            )
+            .values(updated_at=now)
+            .returning(PostProcessorJob.id)
+        ).one_or_none()
+        if touched is not None:
+            log.warning("event=job.resent job_id=%s item_id=%s", job.id, job.dataset_item_id)
+            swept.resent += 1
+            enqueue_after_commit(session, job, post_processor_name)
+    return swept
