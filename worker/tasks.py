@@ -7,6 +7,7 @@ import uuid
 
 from celery.signals import worker_process_init
 
+from shared.db import get_engine
 from shared.postprocessors.registry import get_registry
 from shared.queue import TASK_NAME
 from shared.services.execution import run_job
@@ -22,9 +23,11 @@ def run_post_processor(job_id: str, item_id: str = "", post_processor: str = "")
 
 
 @worker_process_init.connect
-def load_models(**_: object) -> None:
-    """Load the models in each worker process as it starts, not in the first
-    job: the OCR model takes seconds to load."""
+def prepare_process(**_: object) -> None:
+    """In each worker process as it starts: drop database connections
+    inherited through fork (two processes must never share one), and load
+    the models now rather than in the first job (OCR takes seconds)."""
+    get_engine().dispose(close=False)
     if get_settings().preload_models:
         try:
             get_registry().warm_up()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.test_end_to_end import wait_for_http
 from tests.fixtures import free_port
@@ -31,7 +32,12 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_up_runs_everything_embedded_and_ctrl_c_stops_it(tmp_path):
+@pytest.mark.parametrize(
+    "stop_signal",
+    [signal.SIGINT, signal.SIGHUP, signal.SIGKILL],
+    ids=["ctrl-c", "terminal-closed", "killed"],
+)
+def test_up_runs_everything_embedded_and_stopping_it_stops_all(tmp_path, stop_signal):
     api_port, flower_port = free_port(), free_port()
     env = {
         key: value
@@ -70,10 +76,10 @@ def test_up_runs_everything_embedded_and_ctrl_c_stops_it(tmp_path):
         assert len(children) == 4  # api, worker, flower, reaper
         assert (tmp_path / "var" / "itemflow.db").exists()
     finally:
-        up.send_signal(signal.SIGINT)
+        up.send_signal(stop_signal)
         up.wait(timeout=60)
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in children if alive(pid)]
-    assert up.returncode == 0
+    assert up.returncode == (-signal.SIGKILL if stop_signal == signal.SIGKILL else 0)
