@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -40,15 +41,11 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
     lost_before = now - timedelta(
         seconds=settings.task_time_limit_seconds + settings.reaper_processing_margin_seconds
     )
-    lost = session.execute(
-        select(PostProcessorJob, PostProcessor.name)
-        .join(PostProcessor, PostProcessor.id == PostProcessorJob.post_processor_id)
-        .where(
-            PostProcessorJob.status == JobStatus.PROCESSING.value,
-            PostProcessorJob.started_at < lost_before,
-        )
-        .limit(BATCH)
-    ).all()
+    lost = _jobs(
+        session,
+        PostProcessorJob.status == JobStatus.PROCESSING.value,
+        PostProcessorJob.started_at < lost_before,
+    )
     for job, post_processor_name in lost:
         retry = job.attempts < job.max_attempts
         taken = session.execute(
@@ -84,15 +81,11 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
     # Back-offs are shorter than this, so a pending job this old has no
     # message on its way.
     quiet_before = now - timedelta(seconds=settings.reaper_pending_after_seconds)
-    stuck = session.execute(
-        select(PostProcessorJob, PostProcessor.name)
-        .join(PostProcessor, PostProcessor.id == PostProcessorJob.post_processor_id)
-        .where(
-            PostProcessorJob.status == JobStatus.PENDING.value,
-            PostProcessorJob.updated_at < quiet_before,
-        )
-        .limit(BATCH)
-    ).all()
+    stuck = _jobs(
+        session,
+        PostProcessorJob.status == JobStatus.PENDING.value,
+        PostProcessorJob.updated_at < quiet_before,
+    )
     for job, post_processor_name in stuck:
         touched = session.execute(
             update(PostProcessorJob)
@@ -109,3 +102,14 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
             swept.resent += 1
             enqueue_after_commit(session, job, post_processor_name)
     return swept
+
+
+def _jobs(session: Session, *conditions: Any) -> list[tuple[PostProcessorJob, str]]:
+    """Up to a batch of jobs, with their post-processor's name for the message."""
+    rows = session.execute(
+        select(PostProcessorJob, PostProcessor.name)
+        .join(PostProcessor, PostProcessor.id == PostProcessorJob.post_processor_id)
+        .where(*conditions)
+        .limit(BATCH)
+    )
+    return [(job, name) for job, name in rows]
