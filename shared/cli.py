@@ -6,14 +6,11 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 
 from shared.settings import get_settings
 
 log = logging.getLogger("itemflow")
-LOCAL_USER = "local"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_flower()
     if args.command == "reaper":
         return run_reaper()
+    from shared.up import up
+
     return up(args.workers)
 
 
@@ -146,123 +145,6 @@ def run_reaper() -> int:
             log.exception("reaper sweep failed")
         stopping.wait(settings.reaper_interval_seconds)
     return 0
-
-
-def local_key() -> str:
-    """The API key of the local user, made on first start and kept in the
-    var directory (readable by this user only) so that each start can print it."""
-    from sqlalchemy import select
-
-    from shared.db import session_scope
-    from shared.models import User
-    from shared.services import users
-
-    settings = get_settings()
-    key_file = settings.var_dir / "api-key"
-    with session_scope() as session:
-        if key_file.exists():
-            key = key_file.read_text().strip()
-            if users.key_is_valid(session, key):
-                return key
-        user = session.scalar(select(User).where(User.name == LOCAL_USER))
-        if user is None:
-            user, key = users.create_user(session, LOCAL_USER)
-        else:
-            key = users.create_key(session, user.id)
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key_file.touch(mode=0o600)
-    key_file.write_text(key + "\n")
-    return key
-
-
-def up(workers: int = 1) -> int:
-    """Everything on one machine: migrate, then the API, workers and Flower
-    as child processes, until Ctrl-C (or SIGTERM) stops them all."""
-    settings = get_settings()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    migrate()
-    key = local_key()
-    commands = {"api": ["api"], "flower": ["flower"], "reaper": ["reaper"]}
-    for number in range(1, workers + 1):
-        commands[f"worker {number}"] = ["worker", f"--name=worker{number}@%h"]
-    # Each child in a session of its own: Ctrl-C reaches only this process,
-    # which then stops the children once and in order, instead of every
-    # child getting the terminal's SIGINT and then our SIGTERM on top.
-    children = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", *command],
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        for name, command in commands.items()
-    }
-    api_url = f"http://{settings.api_host}:{settings.api_port}/api/v1"
-    print(
-        "\nitemflow is starting:\n"
-        f"  API      {api_url}\n"
-        f"  Flower   http://{settings.flower_host}:{settings.flower_port}\n"
-        f"  database {_redact(settings.effective_database_url)}\n"
-        f"  broker   {_redact(settings.effective_broker_url)}\n"
-        f"  files    {settings.files_dir}\n"
-        f"  API key  {key}   (user '{LOCAL_USER}')\n\n"
-        f'  try: curl -H "Authorization: Bearer {key}" {api_url}/datasets\n'
-        "Press Ctrl-C to stop.\n",
-        flush=True,
-    )
-    stopping = False
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    # A closed terminal (SIGHUP) stops everything just like Ctrl-C.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, stop)
-    exit_code = 0
-    while not stopping:
-        for name, child in children.items():
-            if child.poll() is not None:
-                log.error("%s stopped with exit code %s; stopping the rest", name, child.returncode)
-                stopping, exit_code = True, 1
-        time.sleep(0.5)
-    _stop_children(children)
-    return exit_code
-
-
-def _die_with_parent() -> None:
-    """In a child, before it runs: ask Linux to send it SIGTERM when `up`
-    dies, even by SIGKILL, so that no orphan keeps the ports or takes jobs."""
-    if sys.platform == "linux":
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float = 30) -> None:
-    # SIGTERM: uvicorn finishes its requests, Celery its running jobs
-    # (a warm shutdown), Flower just exits.
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for name, child in children.items():
-        try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %ss; killing it", name, grace)
-            child.kill()
-            child.wait()
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for printing."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user, has_password, _ = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
 
 
 if __name__ == "__main__":
