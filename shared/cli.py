@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     worker_command.add_argument(
         "--name", default="celery@%h", help="node name, unique per worker (default celery@%%h)"
     )
+    worker_command.add_argument(
+        "--queues",
+        default="",
+        help="model types to take jobs for, comma-separated (default: all), e.g. ocr,llm",
+    )
     commands.add_parser("flower", help="run Flower, the Celery monitor")
     commands.add_parser("reaper", help="take back stranded jobs, periodically")
     user_commands = commands.add_parser("users", help="manage users").add_subparsers(
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api":
         return run_api()
     if args.command == "worker":
-        return run_worker(args.name)
+        return run_worker(args.name, args.queues)
     if args.command == "flower":
         return run_flower()
     if args.command == "reaper":
@@ -92,15 +97,29 @@ def run_api() -> int:
     return 0
 
 
-def run_worker(name: str = "celery@%h") -> int:
+def run_worker(name: str = "celery@%h", model_types: str = "") -> int:
     from shared.postprocessors.registry import get_registry
     from worker.app import celery_app
 
     # Load the models' classes now, so that a broken or duplicate plugin
     # stops the worker at start-up instead of failing its first job.
     get_registry()
+    from shared.queue import MODEL_TYPES, queue_for
+
+    wanted = [part.strip() for part in model_types.split(",") if part.strip()] or MODEL_TYPES
+    unknown = sorted(set(wanted) - set(MODEL_TYPES))
+    if unknown:
+        print(f"unknown model types {unknown}; known: {', '.join(MODEL_TYPES)}", file=sys.stderr)
+        return 2
+    queues = ",".join(queue_for(model_type) for model_type in wanted)
     celery_app.worker_main(
-        ["worker", f"--loglevel={get_settings().log_level}", "--events", f"--hostname={name}"]
+        [
+            "worker",
+            f"--loglevel={get_settings().log_level}",
+            "--events",
+            f"--hostname={name}",
+            f"--queues={queues}",
+        ]
     )
     return 0
 

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = 3600
     task_soft_time_limit_seconds: int = 600
     task_time_limit_seconds: int = 900
+    # Per model type, [soft, hard] seconds, e.g. '{"stt": [1800, 2400]}'. A
+    # soft limit ends the attempt as a transient failure; a hard limit kills
+    # the worker process running it, and counts the same.
+    time_limits: dict[str, tuple[int, int]] = {}
     # Load every model when a worker process starts rather than on its first job.
     preload_models: bool = True
     worker_concurrency: int = 0
@@ -74,6 +78,31 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    def time_limits_for(self, model_type: str) -> tuple[int, int]:
+        return self.time_limits.get(
+            model_type, (self.task_soft_time_limit_seconds, self.task_time_limit_seconds)
+        )
+
+    @property
+    def longest_time_limit(self) -> int:
+        return max([self.task_time_limit_seconds, *(hard for _, hard in self.time_limits.values())])
+
+    @model_validator(mode="after")
+    def _limits_fit_the_visibility_timeout(self) -> Settings:
+        # Redis hands an unacknowledged message to another worker after the
+        # visibility timeout: were it shorter than a run plus its back-off,
+        # a slow job would be delivered twice.
+        needed = self.longest_time_limit + self.retry_backoff_max_seconds
+        if self.visibility_timeout_seconds <= needed:
+            raise ValueError(
+                f"VISIBILITY_TIMEOUT_SECONDS ({self.visibility_timeout_seconds}) must be longer "
+                f"than the longest hard time limit plus the back-off cap ({needed:g})"
+            )
+        for model_type, (soft, hard) in self.time_limits.items():
+            if not 0 < soft < hard:
+                raise ValueError(f"TIME_LIMITS[{model_type!r}]: need 0 < soft < hard")
+        return self
 
     @model_validator(mode="after")
     def _reaper_waits_out_back_offs(self) -> Settings:

@@ -27,7 +27,10 @@ TEST_DATABASE = f"itemflow_test_{RUN_ID}"
 os.environ.update(
     {
         "VAR_DIR": str(VAR_DIR),
-        "POST_PROCESSORS": "tests.plugins:FlakyModel,tests.plugins:RejectingModel",
+        "POST_PROCESSORS": (
+            "tests.plugins:FlakyModel,tests.plugins:RejectingModel,tests.plugins:SlowModel"
+        ),
+        "TIME_LIMITS": '{"stt-diarization": [1, 3]}',
         "ITEMFLOW_TEST_STATE_DIR": str(STATE_DIR),
         # Short back-offs keep the retry tests quick.
         "RETRY_BACKOFF_SECONDS": "0.2",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from shared.postprocessors.base import (
@@ -62,3 +63,29 @@ class RejectingModel(PostProcessorModel):
 
     def run(self, item: ItemInput, file: Path | None, config: PostProcessorConfig) -> ModelOutput:
         raise PermanentError("the test model rejects every input")
+
+
+class SlowModel(PostProcessorModel):
+    """Sleeps `sleep` seconds on its first run per item, then answers at once.
+    With `ignore_soft_limit`, it sleeps through the soft time limit too, so
+    that only the hard limit can stop it. The test settings give its model
+    type 1 s soft and 3 s hard limits."""
+
+    model_type = "stt-diarization"
+    model_id = "test-slow"
+    name = "slow test model"
+    kind = "test"
+
+    def run(self, item: ItemInput, file: Path | None, config: PostProcessorConfig) -> ModelOutput:
+        from celery.exceptions import SoftTimeLimitExceeded
+
+        options = json.loads(config.prompt or "{}")
+        if _runs_so_far(f"{config.id}-{item.id}") == 0:
+            deadline = time.monotonic() + options.get("sleep", 0)
+            while time.monotonic() < deadline:
+                try:
+                    time.sleep(0.05)
+                except SoftTimeLimitExceeded:
+                    if not options.get("ignore_soft_limit"):
+                        raise
+        return ModelOutput(raw={"slept": True}, text="woke up")

@@ -5,20 +5,23 @@ from __future__ import annotations
 import logging
 import uuid
 
-from celery.signals import worker_process_init
+from celery.exceptions import TimeLimitExceeded
+from celery.signals import task_failure, worker_process_init
 
 from shared.db import get_engine
 from shared.postprocessors.registry import get_registry
 from shared.queue import TASK_NAME
-from shared.services.execution import run_job
+from shared.services.execution import abandon_timed_out, run_job
 from shared.settings import get_settings
 from worker.app import celery_app
 
 
 @celery_app.task(name=TASK_NAME, ignore_result=True)
-def run_post_processor(job_id: str, item_id: str = "", post_processor: str = "") -> str:
-    """Run one post-processor job. `item_id` and `post_processor` are not
-    needed to run it; they are in the message so that Flower shows them."""
+def run_post_processor(
+    job_id: str, item_id: str = "", post_processor: str = "", model_type: str = ""
+) -> str:
+    """Run one post-processor job. Only `job_id` is needed to run it; the
+    rest is in the message so that Flower shows it."""
     return run_job(uuid.UUID(job_id)).status
 
 
@@ -35,3 +38,14 @@ def prepare_process(**_: object) -> None:
             # A model that cannot load fails its jobs with the reason; the
             # process must still start and serve the other models.
             logging.getLogger(__name__).exception("loading the models failed")
+
+
+@task_failure.connect(sender=run_post_processor)
+def count_hard_time_limit(
+    exception: BaseException | None = None, kwargs: dict[str, str] | None = None, **_: object
+) -> None:
+    """Runs in the worker's main process when it killed a job's process at
+    the hard time limit; nothing else would ever record that attempt."""
+    if isinstance(exception, TimeLimitExceeded) and kwargs and "job_id" in kwargs:
+        seconds = float(exception.args[0]) if exception.args else 0.0
+        abandon_timed_out(uuid.UUID(kwargs["job_id"]), seconds)

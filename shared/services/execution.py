@@ -11,8 +11,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
 
 from shared.db import session_scope
+from shared.models import PostProcessorJob
 from shared.postprocessors.base import ModelOutput, PermanentError, TransientError
 from shared.postprocessors.registry import get_registry
 from shared.services import jobs
@@ -58,6 +60,24 @@ def run_job(job_id: uuid.UUID) -> Outcome:
         return Outcome("skipped", claimed.attempt)
     log.info("event=job.completed %s seconds=%.2f", context, seconds)
     return Outcome("completed", claimed.attempt)
+
+
+def abandon_timed_out(job_id: uuid.UUID, seconds: float) -> str | None:
+    """The worker killed the process running this job at its hard time limit:
+    count that attempt as a transient failure."""
+    with session_scope() as session:
+        attempt = session.scalar(
+            select(PostProcessorJob.attempts).where(PostProcessorJob.id == job_id)
+        )
+        if attempt is None:
+            return None
+        return jobs.abandon_attempt(
+            session,
+            job_id,
+            attempt,
+            f"Attempt {attempt} ran past its hard time limit of {seconds:g} s and was stopped.",
+            jobs.backoff_seconds(attempt),
+        )
 
 
 def _run_model(claimed: jobs.ClaimedJob) -> ModelOutput:

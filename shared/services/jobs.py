@@ -71,17 +71,22 @@ def create_jobs_for_upload(session: Session, item: DatasetItem) -> list[PostProc
     session.add_all(created)
     session.flush()
     for job, post_processor in zip(created, post_processors, strict=True):
-        enqueue_after_commit(session, job, post_processor.name)
+        enqueue_after_commit(session, job, post_processor.name, post_processor.model_type)
     return created
 
 
 def enqueue_after_commit(
-    session: Session, job: PostProcessorJob, post_processor_name: str, countdown: float = 0
+    session: Session,
+    job: PostProcessorJob,
+    post_processor_name: str,
+    model_type: str,
+    countdown: float = 0,
 ) -> None:
     message = queue.JobMessage(
         job_id=str(job.id),
         item_id=str(job.dataset_item_id),
         post_processor=post_processor_name,
+        model_type=model_type,
     )
     after_commit(session, lambda: queue.send(message, countdown))
 
@@ -197,8 +202,52 @@ def fail_attempt(session: Session, job: ClaimedJob, error: str, transient: bool)
         return None
     backoff = backoff_seconds(job.attempt)
     retried = session.get_one(PostProcessorJob, job.job_id)
-    enqueue_after_commit(session, retried, job.config.name, backoff)
+    enqueue_after_commit(session, retried, job.config.name, job.config.model_type, backoff)
     return backoff
+
+
+def abandon_attempt(
+    session: Session, job_id: uuid.UUID, attempt: int, error: str, backoff: float = 0
+) -> str | None:
+    """End an attempt whose run will never report back (its process was
+    killed, or it outlived its time limit) as a transient failure: back to
+    pending and sent again while attempts remain, else failed. Returns the
+    new status, or None when that attempt no longer holds the job."""
+    job = session.get(PostProcessorJob, job_id)
+    if job is None:
+        return None
+    retry = attempt < job.max_attempts
+    now = utcnow()
+    ended = session.execute(
+        update(PostProcessorJob)
+        .where(
+            PostProcessorJob.id == job_id,
+            PostProcessorJob.status == JobStatus.PROCESSING.value,
+            PostProcessorJob.attempts == attempt,
+        )
+        .values(
+            status=(JobStatus.PENDING if retry else JobStatus.FAILED).value,
+            error=error,
+            completed_at=None if retry else now,
+            updated_at=now,
+        )
+        .returning(PostProcessorJob.id)
+    ).one_or_none()
+    if ended is None:
+        return None
+    log.warning(
+        "event=job.attempt_abandoned job_id=%s item_id=%s attempt=%s retry=%s error=%r",
+        job_id,
+        job.dataset_item_id,
+        attempt,
+        retry,
+        error,
+    )
+    if not retry:
+        return JobStatus.FAILED.value
+    post_processor = job.post_processor
+    enqueue_after_commit(session, job, post_processor.name, post_processor.model_type, backoff)
+    return JobStatus.PENDING.value
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -254,5 +303,5 @@ def retry_job(
     if retried is None:
         raise Conflict("The job is being retried already.")
     session.refresh(job)
-    enqueue_after_commit(session, job, job.post_processor.name)
+    enqueue_after_commit(session, job, job.post_processor.name, job.post_processor.model_type)
     return job

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.models import JobStatus, PostProcessor, PostProcessorJob, utcnow
-from shared.services.jobs import enqueue_after_commit
+from shared.services.jobs import abandon_attempt, enqueue_after_commit
 from shared.settings import get_settings
 
 log = logging.getLogger("itemflow.reaper")
@@ -39,43 +39,23 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
     # A run can last at most the hard time limit; past that (and a margin for
     # the result write) its worker is gone.
     lost_before = now - timedelta(
-        seconds=settings.task_time_limit_seconds + settings.reaper_processing_margin_seconds
+        seconds=settings.longest_time_limit + settings.reaper_processing_margin_seconds
     )
     lost = _jobs(
         session,
         PostProcessorJob.status == JobStatus.PROCESSING.value,
         PostProcessorJob.started_at < lost_before,
     )
-    for job, post_processor_name in lost:
-        retry = job.attempts < job.max_attempts
-        taken = session.execute(
-            update(PostProcessorJob)
-            .where(
-                PostProcessorJob.id == job.id,
-                PostProcessorJob.status == JobStatus.PROCESSING.value,
-                PostProcessorJob.attempts == job.attempts,
-            )
-            .values(
-                status=(JobStatus.PENDING if retry else JobStatus.FAILED).value,
-                error=f"Attempt {job.attempts} was lost: its worker stopped before finishing.",
-                completed_at=None if retry else now,
-                updated_at=now,
-            )
-            .returning(PostProcessorJob.id)
-        ).one_or_none()
-        if taken is None:
-            continue
-        log.warning(
-            "event=job.reaped job_id=%s item_id=%s attempt=%s retry=%s",
+    for job, _name, _model_type in lost:
+        status = abandon_attempt(
+            session,
             job.id,
-            job.dataset_item_id,
             job.attempts,
-            retry,
+            f"Attempt {job.attempts} was lost: its worker stopped before finishing.",
         )
-        if retry:
+        if status == JobStatus.PENDING.value:
             swept.taken_back += 1
-            enqueue_after_commit(session, job, post_processor_name)
-        else:
+        elif status == JobStatus.FAILED.value:
             swept.failed += 1
 
     # Back-offs are shorter than this, so a pending job this old has no
@@ -86,7 +66,7 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
         PostProcessorJob.status == JobStatus.PENDING.value,
         PostProcessorJob.updated_at < quiet_before,
     )
-    for job, post_processor_name in stuck:
+    for job, post_processor_name, model_type in stuck:
         touched = session.execute(
             update(PostProcessorJob)
             .where(
@@ -100,16 +80,17 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
         if touched is not None:
             log.warning("event=job.resent job_id=%s item_id=%s", job.id, job.dataset_item_id)
             swept.resent += 1
-            enqueue_after_commit(session, job, post_processor_name)
+            enqueue_after_commit(session, job, post_processor_name, model_type)
     return swept
 
 
-def _jobs(session: Session, *conditions: Any) -> list[tuple[PostProcessorJob, str]]:
-    """Up to a batch of jobs, with their post-processor's name for the message."""
+def _jobs(session: Session, *conditions: Any) -> list[tuple[PostProcessorJob, str, str]]:
+    """Up to a batch of jobs, with their post-processor's name and model type
+    for the message."""
     rows = session.execute(
-        select(PostProcessorJob, PostProcessor.name)
+        select(PostProcessorJob, PostProcessor.name, PostProcessor.model_type)
         .join(PostProcessor, PostProcessor.id == PostProcessorJob.post_processor_id)
         .where(*conditions)
         .limit(BATCH)
     )
-    return [(job, name) for job, name in rows]
+    return [(job, name, model_type) for job, name, model_type in rows]

@@ -28,3 +28,39 @@ def test_the_task_has_a_readable_name():
 def test_the_visibility_timeout_is_a_setting(tmp_path):
     config = celery_config(Settings(var_dir=tmp_path, visibility_timeout_seconds=7200))
     assert config["broker_transport_options"]["visibility_timeout"] == 7200
+
+
+def test_each_model_type_has_a_queue_of_its_own():
+    from shared.queue import MODEL_TYPES, queue_for
+
+    settings = Settings(queue_name="itemflow")
+    assert [queue_for(model_type, settings) for model_type in MODEL_TYPES] == [
+        "itemflow.stt",
+        "itemflow.stt-diarization",
+        "itemflow.classification",
+        "itemflow.detection",
+        "itemflow.ner",
+        "itemflow.ocr",
+        "itemflow.llm",
+    ]
+
+
+def test_time_limits_are_set_per_model_type():
+    settings = Settings(time_limits={"stt": (1800, 2400)}, visibility_timeout_seconds=3600)
+    assert settings.time_limits_for("stt") == (1800, 2400)
+    assert settings.time_limits_for("ocr") == (600, 900)
+
+
+def test_a_visibility_timeout_shorter_than_a_run_is_refused():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT_SECONDS"):
+        Settings(time_limits={"stt": (3000, 3600)}, visibility_timeout_seconds=3600)
+
+
+def test_a_worker_for_unknown_model_types_refuses_to_start(capsys):
+    from shared.cli import main
+
+    assert main(["worker", "--queues", "ocr,speech"]) == 2
+    assert "unknown model types ['speech']" in capsys.readouterr().err

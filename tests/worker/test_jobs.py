@@ -222,3 +222,36 @@ def test_annotations_target_without_auto_create_uses_existing_labels_only(client
 
     assert len(got["annotations"]) == 1
     assert got["text"] == ""  # annotations only: the text is left alone
+
+
+def slow(client, dataset, **options):
+    return make_post_processor(
+        client,
+        dataset,
+        name="slow",
+        model_type="stt-diarization",
+        model_id="test-slow",
+        prompt=json.dumps(options),
+    )
+
+
+def test_a_soft_time_limit_ends_the_attempt_as_a_transient_failure(client):
+    dataset = make_dataset(client)
+    slow(client, dataset, sleep=10)
+    item = uploaded_item(client, dataset)
+
+    [job] = wait_for_jobs(client, dataset, item)
+
+    assert (job["status"], job["attempts"]) == ("completed", 2)
+    assert ok(client.get(item_path(dataset, item)))["text"] == "woke up"
+
+
+def test_a_hard_time_limit_ends_the_attempt_as_a_transient_failure(client):
+    dataset = make_dataset(client)
+    slow(client, dataset, sleep=10, ignore_soft_limit=True)
+    item = uploaded_item(client, dataset)
+
+    [job] = wait_for_jobs(client, dataset, item, timeout=90)
+
+    # The first run was killed at 3 s; the worker counted it and retried.
+    assert (job["status"], job["attempts"]) == ("completed", 2), job
