@@ -10,7 +10,15 @@ import uuid
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from shared.models import Annotation, DatasetItem, DatasetSplit, Label, item_splits, utcnow
+from shared.models import (
+    Annotation,
+    DatasetItem,
+    DatasetSplit,
+    Label,
+    PostProcessorJob,
+    item_splits,
+    utcnow,
+)
 from shared.postprocessors.base import ModelOutput, PostProcessorConfig
 
 log = logging.getLogger("itemflow.jobs")
@@ -54,8 +62,18 @@ def _write_annotations(
     item = session.get(DatasetItem, item_id)
     if item is None:
         return
-    # A rerun replaces what this job wrote before, and nothing a person made.
-    session.execute(delete(Annotation).where(Annotation.job_id == job_id))
+    # What this post-processor wrote on this item before (an earlier run, or
+    # the job of an earlier upload) is replaced; a person's annotations
+    # (no job) and other post-processors' are left alone.
+    same_post_processor = select(PostProcessorJob.id).where(
+        PostProcessorJob.dataset_item_id == item_id,
+        PostProcessorJob.post_processor_id == config.id,
+    )
+    session.execute(
+        delete(Annotation).where(
+            Annotation.item_id == item_id, Annotation.job_id.in_(same_post_processor)
+        )
+    )
     labels = {
         label.name.casefold(): label
         for label in session.scalars(select(Label).where(Label.version_id == item.version_id))
