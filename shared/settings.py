@@ -38,6 +38,8 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 100 * MIB
     max_json_bytes: int = 1 * MIB
+    # PDFs with more pages are refused by OCR rather than read for hours.
+    max_pdf_pages: int = 200
 
     job_max_attempts: int = 3
     # Back-off before an automatic retry: base * 2**(attempts - 1), capped.
@@ -55,14 +57,14 @@ class Settings(BaseSettings):
     time_limits: dict[str, tuple[int, int]] = {}
     # Load every model when a worker process starts rather than on its first job.
     preload_models: bool = True
-    worker_concurrency: int = 0
+    worker_concurrency: int = 0  # 0: Celery's default, the number of CPUs
 
     # The reaper: how often it sweeps; how long a pending job may wait with no
     # message before one is sent again (longer than any back-off); how long
     # past the hard time limit a `processing` job is taken back.
     reaper_interval_seconds: float = 30.0
     reaper_pending_after_seconds: float = 600.0
-    reaper_processing_margin_seconds: float = 60.0  # 0: Celery's default, the number of CPUs
+    reaper_processing_margin_seconds: float = 60.0
 
     # Extra post-processor classes, "module:Class" separated by commas, loaded
     # beside the `itemflow.post_processors` entry points.

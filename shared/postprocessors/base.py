@@ -27,6 +27,12 @@ class PermanentError(PostProcessorError):
 class TransientError(PostProcessorError):
     """The model could not run this time (a timeout, a busy service); retry later."""
 
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        # Seconds the service asked us to wait (its Retry-After header); the
+        # job's back-off should be at least this long. None: no preference.
+        self.retry_after = retry_after
+
 
 @dataclass(frozen=True)
 class Prediction:

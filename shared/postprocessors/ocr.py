@@ -1,4 +1,11 @@
-"""OCR on images with RapidOCR, whose wheel carries its ONNX models."""
+"""OCR with RapidOCR, whose wheel carries its ONNX models: the text of
+images, of PDFs (each page's text layer, or OCR of the rendered page when it
+has none) and of Word .docx files (their paragraphs, no OCR needed).
+
+The item's text puts a form feed ("\\f") between the pages of a PDF, so that
+page n is always `text.split("\\f")[n - 1]`, empty pages included; the lines
+of an OCR-read page, and the paragraphs of a .docx, are separated by "\\n".
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,13 @@ from shared.postprocessors.base import (
     PostProcessorConfig,
     PostProcessorModel,
 )
+from shared.postprocessors.docx_text import read_docx
+from shared.postprocessors.pdf_text import read_pdf
+from shared.settings import get_settings
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PAGE_SEPARATOR = "\f"
 
 
 class RapidOcr(PostProcessorModel):
@@ -30,14 +44,41 @@ class RapidOcr(PostProcessorModel):
             raise PermanentError("The item has no file to read text from.")
         # The kind detected from the bytes at upload, not the client-editable
         # extension.
-        if not item.media_type.startswith("image/"):
-            raise PermanentError(f"OCR reads images; this item's file is {item.media_type!r}.")
-        image = _load_image(file)
+        if item.media_type.startswith("image/"):
+            return self._read_image(file)
+        if item.media_type == PDF:
+            return self._read_pdf(file)
+        if item.media_type == DOCX:
+            return self._read_docx(file)
+        raise PermanentError(
+            "OCR reads images, PDFs and Word .docx files; "
+            f"this item's file is {item.media_type or 'of an unknown kind'!r}."
+        )
+
+    def read_lines(self, image: Any) -> list[dict[str, Any]]:
+        """The text lines found in an image (a BGR array), top to bottom."""
         found, _timings = self.engine(image)
-        lines = [_line(box, text, score) for box, text, score in found or []]
+        return [_line(box, text, score) for box, text, score in found or []]
+
+    def _read_image(self, file: Path) -> ModelOutput:
+        lines = self.read_lines(_load_image(file))
         return ModelOutput(
             raw={"model": self.name, "lines": lines},
             text="\n".join(line["text"] for line in lines),
+        )
+
+    def _read_pdf(self, file: Path) -> ModelOutput:
+        pages = read_pdf(file, self.read_lines, get_settings().max_pdf_pages)
+        return ModelOutput(
+            raw={"model": self.name, "pages": pages},
+            text=PAGE_SEPARATOR.join(page["text"] for page in pages),
+        )
+
+    def _read_docx(self, file: Path) -> ModelOutput:
+        paragraphs = read_docx(file)
+        return ModelOutput(
+            raw={"model": self.name, "paragraphs": len(paragraphs)},
+            text="\n".join(paragraphs),
         )
 
 

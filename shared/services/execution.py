@@ -46,7 +46,9 @@ def run_job(job_id: uuid.UUID) -> Outcome:
     except PermanentError as error:
         return _record_failure(claimed, context, str(error), transient=False)
     except TransientError as error:
-        return _record_failure(claimed, context, str(error), transient=True)
+        return _record_failure(
+            claimed, context, str(error), transient=True, retry_after=error.retry_after
+        )
     except SoftTimeLimitExceeded:
         return _record_failure(claimed, context, "The job ran out of time.", transient=True)
     except Exception as error:  # a model's unexpected error may pass: retry it
@@ -91,9 +93,15 @@ def _run_model(claimed: jobs.ClaimedJob) -> ModelOutput:
         return model.run(claimed.item, file, claimed.config)
 
 
-def _record_failure(claimed: jobs.ClaimedJob, context: str, error: str, transient: bool) -> Outcome:
+def _record_failure(
+    claimed: jobs.ClaimedJob,
+    context: str,
+    error: str,
+    transient: bool,
+    retry_after: float | None = None,
+) -> Outcome:
     with session_scope() as session:
-        backoff = jobs.fail_attempt(session, claimed, error, transient)
+        backoff = jobs.fail_attempt(session, claimed, error, transient, retry_after)
     if backoff is not None:
         log.warning("event=job.retrying %s backoff=%.1f error=%r", context, backoff, error)
         return Outcome("retrying", claimed.attempt, error)

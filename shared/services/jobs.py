@@ -178,7 +178,13 @@ def complete_job(session: Session, job: ClaimedJob, output: ModelOutput) -> bool
     return True
 
 
-def fail_attempt(session: Session, job: ClaimedJob, error: str, transient: bool) -> float | None:
+def fail_attempt(
+    session: Session,
+    job: ClaimedJob,
+    error: str,
+    transient: bool,
+    retry_after: float | None = None,
+) -> float | None:
     """Record a failed run. Returns the back-off in seconds when the job goes
     back to pending for another attempt, None when it has failed for good
     (or this run no longer holds it)."""
@@ -200,7 +206,7 @@ def fail_attempt(session: Session, job: ClaimedJob, error: str, transient: bool)
         return None
     if not retry:
         return None
-    backoff = backoff_seconds(job.attempt)
+    backoff = backoff_seconds(job.attempt, retry_after)
     retried = session.get_one(PostProcessorJob, job.job_id)
     enqueue_after_commit(session, retried, job.config.name, job.config.model_type, backoff)
     return backoff
@@ -250,14 +256,13 @@ def abandon_attempt(
     return JobStatus.PENDING.value
 
 
-def backoff_seconds(attempt: int) -> float:
+def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
+    """Exponential in the attempt, at least what the service asked for in
+    Retry-After, and never past the cap (a service must not park a job for
+    hours; the reaper also assumes the cap)."""
     settings = get_settings()
-    return float(
-        min(
-            settings.retry_backoff_seconds * 2 ** max(attempt - 1, 0),
-            settings.retry_backoff_max_seconds,
-        )
-    )
+    exponential = settings.retry_backoff_seconds * 2 ** max(attempt - 1, 0)
+    return float(min(max(exponential, retry_after or 0.0), settings.retry_backoff_max_seconds))
 
 
 # --- the API's side ---------------------------------------------------------

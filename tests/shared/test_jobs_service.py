@@ -102,3 +102,9 @@ def test_a_permanent_error_fails_without_retry(sent):
 def test_back_off_grows_exponentially_up_to_its_cap():
     delays = [jobs.backoff_seconds(attempt) for attempt in range(1, 6)]
     assert delays == [0.2, 0.4, 0.8, 1.0, 1.0]  # 0.2 s base and 1 s cap in the tests
+
+
+def test_back_off_honours_retry_after_up_to_its_cap():
+    assert jobs.backoff_seconds(1, retry_after=0.5) == 0.5
+    assert jobs.backoff_seconds(3, retry_after=0.5) == 0.8  # the exponential is longer
+    assert jobs.backoff_seconds(1, retry_after=3600) == 1.0  # capped

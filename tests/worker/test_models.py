@@ -1,0 +1,92 @@
+"""The built-in models through the whole pipeline: upload over HTTP, a real
+worker, results where the post-processor's output_target says."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import skimage
+from PIL import Image
+
+from tests.builders import (
+    item_path,
+    make_dataset,
+    make_item,
+    make_post_processor,
+    ok,
+    png_with_words,
+    upload,
+    version_path,
+    wait_for_jobs,
+)
+
+pytestmark = pytest.mark.usefixtures("worker")
+SAMPLES = Path(skimage.__file__).parent / "data"
+
+
+def run(client, dataset, content, name):
+    item = make_item(client, dataset)
+    ok(upload(client, dataset, item, content, name))
+    [job] = wait_for_jobs(client, dataset, item)
+    assert job["status"] == "completed", job
+    return job, ok(client.get(item_path(dataset, item)))
+
+
+def test_faces_become_box_annotations(client):
+    dataset = make_dataset(client, default_splits=True)
+    make_post_processor(
+        client,
+        dataset,
+        name="faces",
+        model_type="detection",
+        output_target="annotations",
+        auto_create_labels=True,
+    )
+
+    job, item = run(client, dataset, (SAMPLES / "astronaut.png").read_bytes(), "astronaut.png")
+
+    [annotation] = item["annotations"]
+    assert json.loads(annotation["coordinates"]) == {"x": 177, "y": 66, "width": 95, "height": 95}
+    [label] = ok(client.get(version_path(dataset) + "/labels"))
+    assert (label["name"], annotation["label_id"]) == ("face", label["id"])
+    assert len(json.loads(job["result"])["boxes"]) == 1
+
+
+def test_entities_become_span_annotations_on_the_items_text(client):
+    dataset = make_dataset(client, content_type="ner")
+    make_post_processor(
+        client,
+        dataset,
+        name="entities",
+        model_type="ner",
+        output_target="both",
+        auto_create_labels=True,
+    )
+    text = b"Mail ana@example.com before 27 November 2026 about the $1,250.00 invoice.\n"
+
+    _job, item = run(client, dataset, text, "note.txt")
+
+    labels = {
+        label["id"]: label["name"] for label in ok(client.get(version_path(dataset) + "/labels"))
+    }
+    spans = {
+        labels[a["label_id"]]: item["text"][slice(*json.loads(a["coordinates"]).values())]
+        for a in item["annotations"]
+    }
+    assert spans == {"EMAIL": "ana@example.com", "DATE": "27 November 2026", "MONEY": "$1,250.00"}
+
+
+def test_a_scanned_pdf_is_read_by_ocr(client):
+    dataset = make_dataset(client, content_type="documents")
+    make_post_processor(client, dataset, name="pages")
+    page = Image.open(io.BytesIO(png_with_words("SCANNED 2026")))
+    pdf = io.BytesIO()
+    page.save(pdf, "PDF", resolution=150)
+
+    job, item = run(client, dataset, pdf.getvalue(), "scan.pdf")
+
+    assert item["text"] == "SCANNED 2026"
+    assert json.loads(job["result"])["pages"][0]["source"] == "ocr"
