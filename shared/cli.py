@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from shared.settings import get_settings
 
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     create = user_commands.add_parser("create", help="create a user and print its API key")
     create.add_argument("name")
+    add_models_command(commands)
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return migrate()
     if args.command == "users":
         return create_user(args.name)
+    if args.command == "models":
+        return manage_models(args)
     if args.command == "api":
         return run_api()
     if args.command == "worker":
@@ -80,6 +85,93 @@ def create_user(name: str) -> int:
         print(error.detail, file=sys.stderr)
         return 1
     print(key)
+    return 0
+
+
+def add_models_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    model_commands = commands.add_parser(
+        "models", help="manage registered ONNX models"
+    ).add_subparsers(dest="models_command", required=True)
+    add = model_commands.add_parser(
+        "add", help="register an ONNX model that post-processors can name in model_id"
+    )
+    add.add_argument("name", help="the name post-processors give as model_id")
+    add.add_argument("--onnx", required=True, type=Path, help="the .onnx file")
+    add.add_argument(
+        "--labels", required=True, type=Path, help="label names, one a line or a JSON array"
+    )
+    add.add_argument("--kind", choices=["classification", "detection"], default="classification")
+    add.add_argument(
+        "--input-size",
+        type=_input_size,
+        metavar="WxH",
+        help="the image size to feed, needed when the model's input size is not fixed",
+    )
+    add.add_argument(
+        "--replace", action="store_true", help="replace the model registered under NAME"
+    )
+    model_commands.add_parser("list", help="list the registered models")
+    remove = model_commands.add_parser("remove", help="unregister a model and delete its file")
+    remove.add_argument("name")
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    from shared.services.onnx_models import parse_input_size
+
+    try:
+        return parse_input_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def manage_models(args: argparse.Namespace) -> int:
+    from shared.db import session_scope
+    from shared.errors import AppError
+    from shared.services import onnx_models
+
+    try:
+        with session_scope() as session:
+            if args.models_command == "add":
+                row = onnx_models.add_model(
+                    session,
+                    args.name,
+                    args.onnx,
+                    args.labels,
+                    args.kind,
+                    args.input_size,
+                    args.replace,
+                )
+                labels = json.loads(row.labels)
+                print(
+                    f"registered {row.kind} model {row.name!r}: input "
+                    f"{row.input_width}x{row.input_height}, {len(labels)} labels "
+                    f"({', '.join(labels[:5])}{', ...' if len(labels) > 5 else ''}), "
+                    f"sha256 {row.sha256[:12]}, {row.file_size} bytes"
+                )
+            elif args.models_command == "list":
+                rows = onnx_models.list_models(session)
+                print(
+                    f"{'NAME':<24} {'KIND':<15} {'INPUT':<10} {'LABELS':>6}  SHA256        CREATED"
+                )
+                for row in rows:
+                    size = f"{row.input_width}x{row.input_height}"
+                    print(
+                        f"{row.name:<24} {row.kind:<15} {size:<10} "
+                        f"{len(json.loads(row.labels)):>6}  {row.sha256[:12]}  "
+                        f"{row.created_at:%Y-%m-%d %H:%M}"
+                    )
+            else:
+                users = onnx_models.remove_model(session, args.name)
+                print(f"removed model {args.name!r}")
+                if users:
+                    print(
+                        f"warning: {users} post-processor(s) still name {args.name!r}; "
+                        "their jobs will fail until a model of that name is registered again",
+                        file=sys.stderr,
+                    )
+    except AppError as error:
+        print(f"itemflow models {args.models_command}: {error.detail}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Dialect,
@@ -279,6 +280,34 @@ class PostProcessorJob(Timestamped, Base):
 
     post_processor: Mapped[PostProcessor] = relationship()
     item: Mapped[DatasetItem] = relationship()
+
+
+class OnnxModel(Timestamped, Base):
+    """An ONNX network an operator registered with `itemflow models add`. A
+    post-processor of the same `model_type` names it in `model_id`.
+
+    Not owned by a user: like the built-in models, registered ones serve
+    every user of the installation.
+    """
+
+    __tablename__ = "onnx_models"
+    __table_args__ = (
+        CheckConstraint("kind IN ('classification', 'detection')", name="ck_onnx_models_kind"),
+    )
+
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    # A JSON array of the label names, in the order of the model's outputs.
+    labels: Mapped[str] = mapped_column(Text)
+    # The network's file: its key in storage, so that a worker on another
+    # machine finds it wherever it finds the items' files.
+    file_key: Mapped[str] = mapped_column(String(200))
+    file_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Workers keep a loaded model per name and sha256, so a new file under
+    # the same name is picked up by its next job.
+    sha256: Mapped[str] = mapped_column(String(64))
+    input_width: Mapped[int] = mapped_column(Integer)
+    input_height: Mapped[int] = mapped_column(Integer)
 
 
 def as_dict(row: Any) -> dict[str, Any]:

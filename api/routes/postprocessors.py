@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.routing import Route
 
 from api.http import Context, Listing, choice_param, endpoint, public, uuid_param
 from api.routes.datasets import DATASET
 from api.routes.items import ITEM
-from shared.models import JobStatus, PostProcessor, PostProcessorJob
+from shared.models import JobStatus, OnnxModel, PostProcessor, PostProcessorJob
 from shared.postprocessors.registry import get_registry
 from shared.schemas import (
     JobPublic,
@@ -22,7 +24,7 @@ from shared.schemas import (
 from shared.services import job_lists, jobs, postprocessors
 
 
-def with_details(post_processor: PostProcessor) -> dict[str, Any]:
+def with_details(session: Session, post_processor: PostProcessor) -> dict[str, Any]:
     if post_processor.external_provider:
         details = {
             "model_name": post_processor.external_model,
@@ -31,10 +33,22 @@ def with_details(post_processor: PostProcessor) -> dict[str, Any]:
             "provider_name": post_processor.external_provider,
         }
     else:
-        model = get_registry().model_class(post_processor.model_type, post_processor.model_id)
+        model_type, model_id = post_processor.model_type, post_processor.model_id
+        model = get_registry().model_class(model_type, model_id)
+        # A model an operator registered is a row, not a class: looked up in
+        # this request's session.
+        registered = (
+            session.scalar(
+                select(OnnxModel.name).where(
+                    OnnxModel.name == model_id, OnnxModel.kind == model_type
+                )
+            )
+            if model is None and model_id
+            else None
+        )
         details = {
-            "model_name": model.name if model else "",
-            "model_kind": model.kind if model else "missing",
+            "model_name": model.name if model else registered or "",
+            "model_kind": model.kind if model else "onnx" if registered else "missing",
             "is_external": False,
             "provider_name": "",
         }
@@ -53,7 +67,7 @@ def job_with_details(row: tuple[PostProcessorJob, str, str]) -> dict[str, Any]:
 @endpoint()
 def list_post_processors(c: Context) -> list[dict[str, Any]]:
     rows = postprocessors.list_post_processors(c.session, c.user_id, c.id("dataset_id"))
-    return [with_details(row) for row in rows]
+    return [with_details(c.session, row) for row in rows]
 
 
 @endpoint(PostProcessorCreate, status=201)
@@ -67,7 +81,7 @@ def get_post_processor(c: Context) -> dict[str, Any]:
     row = postprocessors.get_post_processor(
         c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id")
     )
-    return with_details(row)
+    return with_details(c.session, row)
 
 
 @endpoint(PostProcessorUpdate)

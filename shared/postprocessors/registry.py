@@ -5,6 +5,13 @@ installed package, and from the POST_PROCESSORS setting ("module:Class,...")
 for models that are not packaged. Two models claiming the same type and id
 is a configuration error, reported at start-up rather than resolved by
 import order.
+
+Some models are data rather than classes: ONNX networks an operator
+registered are rows in a table. Those come from providers, callables
+`(model_type, model_id) -> model or None` named by the same entry points
+and setting. A provider is asked only when no class serves the key, so it
+can never shadow a packaged model; it loads and caches its models itself.
+When no provider answers either, the post-processor gets a MissingModel.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from shared.postprocessors.base import (
     ItemInput,
@@ -24,6 +33,8 @@ from shared.postprocessors.base import (
 )
 
 ENTRY_POINT_GROUP = "itemflow.post_processors"
+# Serves (model_type, model_id) keys no class claims; None: not mine.
+ModelProvider = Callable[[str, str], PostProcessorModel | None]
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +67,23 @@ class Registry:
     def __init__(self) -> None:
         self._classes: dict[tuple[str, str], type[PostProcessorModel]] = {}
         self._instances: dict[tuple[str, str], PostProcessorModel] = {}
+        self._providers: list[ModelProvider] = []
         self._lock = threading.Lock()
+
+    def add(self, plugin: Any) -> None:
+        """Register what an entry point or the setting names: a model class,
+        or a provider function."""
+        if isinstance(plugin, type) and issubclass(plugin, PostProcessorModel):
+            self.register(plugin)
+        elif callable(plugin) and not isinstance(plugin, type):
+            self.add_provider(plugin)
+        else:
+            raise TypeError(f"{plugin!r} is neither a post-processor model class nor a provider")
+
+    def add_provider(self, provider: ModelProvider) -> ModelProvider:
+        if provider not in self._providers:
+            self._providers.append(provider)
+        return provider
 
     def register(self, model_class: type[PostProcessorModel]) -> type[PostProcessorModel]:
         key = (model_class.model_type, model_class.model_id)
@@ -80,6 +107,10 @@ class Registry:
         kept for the life of the process."""
         model_class = self.model_class(model_type, model_id)
         if model_class is None:
+            for provider in self._providers:
+                model = provider(model_type, model_id)
+                if model is not None:
+                    return model
             return MissingModel(model_type, model_id, self.installed())
         key = (model_class.model_type, model_class.model_id)
         with self._lock:
@@ -104,10 +135,10 @@ class Registry:
 def load_registry(extra: str = "") -> Registry:
     registry = Registry()
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        registry.register(entry_point.load())
+        registry.add(entry_point.load())
     for spec in filter(None, (part.strip() for part in extra.split(","))):
         module_name, _, class_name = spec.partition(":")
-        registry.register(getattr(importlib.import_module(module_name), class_name))
+        registry.add(getattr(importlib.import_module(module_name), class_name))
     return registry
 
 

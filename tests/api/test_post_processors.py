@@ -206,3 +206,26 @@ def test_a_post_processor_of_another_dataset_is_404(client):
     problem(client.get(path_of(dataset, created)), 404)
     problem(client.get(path_of(dataset, {"id": uuid.uuid4()})), 404)
     problem(client.get(f"/datasets/{uuid.uuid4()}/post-processors"), 404)
+
+
+def test_a_registered_onnx_model_is_listed_by_its_name(client, tmp_path):
+    from tests.shared.onnx_networks import (
+        channel_mean_classifier,
+        labels_file,
+        register,
+        unique_name,
+    )
+
+    name = unique_name("colours")
+    classifier = channel_mean_classifier(tmp_path / "c.onnx")
+    assert register(name, classifier, labels_file(tmp_path / "l.txt", ["r", "g", "b"])) == 0
+    dataset = make_dataset(client)
+    created = make_post_processor(client, dataset, model_type="classification", model_id=name)
+    make_post_processor(client, dataset, model_type="classification", model_id="nope")
+
+    got = ok(client.get(f"/datasets/{dataset['id']}/post-processors/{created['id']}"))
+    listed = ok(client.get(f"/datasets/{dataset['id']}/post-processors"))
+
+    assert (got["model_name"], got["model_kind"]) == (name, "onnx")
+    kinds = {entry["model_id"]: entry["model_kind"] for entry in listed}
+    assert kinds == {name: "onnx", "nope": "missing"}
