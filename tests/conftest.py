@@ -30,7 +30,8 @@ os.environ.update(
         "POST_PROCESSORS": (
             "tests.plugins:FlakyModel,tests.plugins:RejectingModel,tests.plugins:SlowModel"
         ),
-        "TIME_LIMITS": '{"stt-diarization": [1, 3]}',
+        # For the slow test model; the rule-based NER runs in milliseconds.
+        "TIME_LIMITS": '{"ner": [2, 4]}',
         "ITEMFLOW_TEST_STATE_DIR": str(STATE_DIR),
         # Short back-offs keep the retry tests quick.
         "RETRY_BACKOFF_SECONDS": "0.2",

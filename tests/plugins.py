@@ -69,9 +69,9 @@ class SlowModel(PostProcessorModel):
     """Sleeps `sleep` seconds on its first run per item, then answers at once.
     With `ignore_soft_limit`, it sleeps through the soft time limit too, so
     that only the hard limit can stop it. The test settings give its model
-    type 1 s soft and 3 s hard limits."""
+    type 2 s soft and 4 s hard limits."""
 
-    model_type = "stt-diarization"
+    model_type = "ner"
     model_id = "test-slow"
     name = "slow test model"
     kind = "test"

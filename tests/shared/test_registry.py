@@ -4,7 +4,7 @@ import pytest
 
 from shared.postprocessors.base import ItemInput, PermanentError, PostProcessorConfig
 from shared.postprocessors.ocr import RapidOcr
-from shared.postprocessors.registry import DuplicateModel, MissingModel, load_registry
+from shared.postprocessors.registry import DuplicateModel, MissingModel, Registry, load_registry
 from tests.plugins import FlakyModel, RejectingModel
 
 
@@ -43,7 +43,7 @@ def test_two_models_for_the_same_type_and_id_are_refused():
 
 
 def test_a_type_without_a_model_fails_permanently_naming_it():
-    model = load_registry().get("stt")
+    model = Registry().get("stt")
     assert isinstance(model, MissingModel)
     item = ItemInput(id=None, name="", description="", text="", extension="wav", media_type="")
     config = PostProcessorConfig(id=None, name="p", model_type="stt")

@@ -151,15 +151,16 @@ def test_only_failed_jobs_can_be_retried(client):
     assert "completed" in answer.json()["detail"]
 
 
-def test_model_type_without_a_model_fails_naming_it(client):
+def test_a_model_id_without_a_model_fails_naming_it(client):
     dataset = make_dataset(client)
-    make_post_processor(client, dataset, name="speech", model_type="stt")
+    make_post_processor(client, dataset, name="other ocr", model_type="ocr", model_id="tesseract")
     item = uploaded_item(client, dataset)
 
     [job] = wait_for_jobs(client, dataset, item)
 
     assert (job["status"], job["attempts"]) == ("failed", 1)
-    assert "No model is installed for model_type 'stt'" in job["error"]
+    assert "No model is installed for model_type 'ocr' with model_id 'tesseract'" in job["error"]
+    assert "Installed: " in job["error"]
 
 
 def test_jobs_run_for_enabled_post_processors_in_order(client):
@@ -229,7 +230,7 @@ def slow(client, dataset, **options):
         client,
         dataset,
         name="slow",
-        model_type="stt-diarization",
+        model_type="ner",
         model_id="test-slow",
         prompt=json.dumps(options),
     )
@@ -253,5 +254,5 @@ def test_a_hard_time_limit_ends_the_attempt_as_a_transient_failure(client):
 
     [job] = wait_for_jobs(client, dataset, item, timeout=90)
 
-    # The first run was killed at 3 s; the worker counted it and retried.
+    # The first run was killed at 4 s; the worker counted it and retried.
     assert (job["status"], job["attempts"]) == ("completed", 2), job

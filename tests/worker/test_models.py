@@ -90,3 +90,57 @@ def test_a_scanned_pdf_is_read_by_ocr(client):
 
     assert item["text"] == "SCANNED 2026"
     assert json.loads(job["result"])["pages"][0]["source"] == "ocr"
+
+
+def test_a_text_is_classified_against_the_versions_labels(client):
+    dataset = make_dataset(client, content_type="text")
+    for name in ("sports", "cooking", "finance"):
+        ok(client.post(version_path(dataset) + "/labels", json={"name": name}), 201)
+    make_post_processor(
+        client,
+        dataset,
+        name="topic",
+        model_type="classification",
+        output_target="annotations",
+        confidence_threshold=0.5,
+    )
+    text = b"Simmer the onions in butter until golden, then add the stock.\n"
+
+    job, item = run(client, dataset, text, "recipe.txt")
+
+    labels = {
+        label["id"]: label["name"] for label in ok(client.get(version_path(dataset) + "/labels"))
+    }
+    assert [labels[a["label_id"]] for a in item["annotations"]] == ["cooking"]
+    assert json.loads(job["result"])["label"] == "cooking"
+
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def test_speech_is_transcribed_with_word_times(client):
+    dataset = make_dataset(client)
+    make_post_processor(client, dataset, name="transcript", model_type="stt")
+
+    job, item = run(client, dataset, (DATA / "two_cities_16k.wav").read_bytes(), "reading.wav")
+
+    assert item["text"].startswith("it was the best of times it was the worst of times")
+    words = json.loads(job["result"])["words"]
+    assert words[0]["word"] == "it" and words[0]["start"] < words[-1]["end"]
+
+
+def test_two_voices_get_two_speakers(client):
+    dataset = make_dataset(client)
+    make_post_processor(client, dataset, name="who said what", model_type="stt-diarization")
+
+    job, item = run(client, dataset, (DATA / "two_voices.wav").read_bytes(), "dialogue.wav")
+
+    result = json.loads(job["result"])
+    assert result["speakers"] == 2
+    assert [segment["speaker"] for segment in result["segments"]] == [
+        "SPEAKER_1",
+        "SPEAKER_2",
+        "SPEAKER_1",
+        "SPEAKER_2",
+    ]
+    assert item["text"].startswith("SPEAKER_1: ")
