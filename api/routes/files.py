@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from PIL import Image
+from PIL import Image, ImageOps
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -134,9 +134,12 @@ async def _thumbnail(request: Request, stored: items.StoredFile) -> Response:
                     )
                 # JPEG can decode straight at a fraction of its size.
                 image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-                image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+                # Upright, as browsers show the original (and as the models'
+                # boxes are given).
+                upright = ImageOps.exif_transpose(image)
+                upright.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
                 out = io.BytesIO()
-                image.convert("RGB").save(out, "JPEG", quality=85)
+                upright.convert("RGB").save(out, "JPEG", quality=85)
                 return out.getvalue()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             raise UnsupportedMediaType(

@@ -14,8 +14,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from shared.postprocessors.base import (
     ItemInput,
     ModelOutput,
@@ -24,6 +22,7 @@ from shared.postprocessors.base import (
     PostProcessorModel,
     Prediction,
 )
+from shared.postprocessors.images import open_upright
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 # OpenCV's documented defaults for faces; 5 neighbours rather than 3 because
@@ -98,28 +97,10 @@ class FaceDetector(PostProcessorModel):
 
 
 def _load_gray(file: Path) -> Any:
-    """The image as an upright 8-bit grayscale array. Pillow opens it first,
-    so that its MAX_IMAGE_PIXELS guard refuses a decompression bomb before
-    any pixel is decoded."""
+    """The image as an upright 8-bit grayscale array."""
     import numpy
 
-    try:
-        with Image.open(file) as image:
-            limit = Image.MAX_IMAGE_PIXELS
-            # Pillow only warns between the limit and twice the limit; a
-            # worker should not spend minutes and gigabytes there either.
-            if limit is not None and image.width * image.height > limit:
-                raise PermanentError(
-                    f"The image is too large to process: {image.width}x{image.height} pixels "
-                    f"(at most {limit})."
-                )
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            return numpy.asarray(upright.convert("L"))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise PermanentError(f"The image is too large to process: {error}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise PermanentError(f"The image cannot be read: {error}") from error
+    return numpy.asarray(open_upright(file, "L"))
 
 
 def _box(rectangle: Any, weight: float) -> dict[str, Any]:

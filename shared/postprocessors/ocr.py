@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from shared.postprocessors.base import (
     ItemInput,
     ModelOutput,
@@ -22,6 +20,7 @@ from shared.postprocessors.base import (
     PostProcessorModel,
 )
 from shared.postprocessors.docx_text import read_docx
+from shared.postprocessors.images import open_upright
 from shared.postprocessors.pdf_text import read_pdf
 from shared.settings import get_settings
 
@@ -85,14 +84,7 @@ class RapidOcr(PostProcessorModel):
 def _load_image(file: Path) -> Any:
     import numpy
 
-    try:
-        with Image.open(file) as image:
-            image.load()
-            return numpy.asarray(image.convert("RGB"))[:, :, ::-1]  # RapidOCR wants BGR
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise PermanentError(f"The image cannot be read: {error}") from error
-    except Image.DecompressionBombError as error:
-        raise PermanentError(f"The image is too large to process: {error}") from error
+    return numpy.asarray(open_upright(file, "RGB"))[:, :, ::-1]  # RapidOCR wants BGR
 
 
 def _line(box: Any, text: str, score: float) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from sqlalchemy import select
 
 from shared.postprocessors.base import (
@@ -49,6 +49,7 @@ from shared.postprocessors.base import (
     PostProcessorModel,
     Prediction,
 )
+from shared.postprocessors.images import open_upright
 
 KINDS = ("classification", "detection")
 # How far from 1 a sum of probabilities may be, for float32 rounding.
@@ -257,23 +258,8 @@ def _read_model_file(spec: ModelSpec) -> bytes:
 
 
 def load_input(file: Path, input_width: int, input_height: int) -> tuple[Any, int, int]:
-    """The image as the model's input tensor, with its own width and height.
-    Pillow opens it first, so that its MAX_IMAGE_PIXELS guard refuses a
-    decompression bomb before any pixel is decoded."""
-    try:
-        with Image.open(file) as image:
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit is not None and image.width * image.height > limit:
-                raise PermanentError(
-                    f"The image is too large to process: {image.width}x{image.height} pixels "
-                    f"(at most {limit})."
-                )
-            image.load()
-            upright = ImageOps.exif_transpose(image).convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise PermanentError(f"The image is too large to process: {error}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise PermanentError(f"The image cannot be read: {error}") from error
+    """The image as the model's input tensor, with its own width and height."""
+    upright = open_upright(file, "RGB")
     resized = upright.resize((input_width, input_height), Image.Resampling.BILINEAR)
     pixels = numpy.asarray(resized, dtype=numpy.float32) / 255.0
     return pixels.transpose(2, 0, 1)[numpy.newaxis], upright.width, upright.height
