@@ -222,6 +222,19 @@ def test_thumbnail_of_a_small_image_is_not_enlarged(client, dataset, item):
         assert (thumbnail.format, thumbnail.size) == ("JPEG", (40, 30))
 
 
+def test_thumbnail_of_a_photo_stored_on_its_side_is_upright(client, dataset, item):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: shown rotated 90 degrees clockwise
+    photo = io.BytesIO()
+    Image.new("RGB", (80, 40), "red").save(photo, "JPEG", exif=exif)
+    ok(upload(client, dataset, item, photo.getvalue()))
+
+    response = client.get(item_path(dataset, item) + "/download", params={"thumbnail": "true"})
+
+    with Image.open(io.BytesIO(response.content)) as thumbnail:
+        assert thumbnail.size == (40, 80)
+
+
 def test_thumbnail_honours_if_none_match(client, dataset, item):
     ok(upload(client, dataset, item, image_bytes("PNG")))
     path = item_path(dataset, item) + "/download?thumbnail=true"
