@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api.ratelimit import FailedAuthLimiter
 from shared.db import session_scope
 from shared.errors import (
     BadRequest,
@@ -39,13 +41,25 @@ def bearer_key(request: Request) -> str:
 
 
 async def authenticate(request: Request) -> uuid.UUID:
-    key = bearer_key(request)
+    limiter = failed_auth_limiter()
+    client = request.client.host if request.client else "unknown"
+    limiter.check(client)
+    try:
+        key = bearer_key(request)
 
-    def work() -> uuid.UUID:
-        with session_scope() as session:
-            return users.authenticate(session, key)
+        def work() -> uuid.UUID:
+            with session_scope() as session:
+                return users.authenticate(session, key)
 
-    return await run_in_threadpool(work)
+        return await run_in_threadpool(work)
+    except Unauthorized:
+        limiter.failed(client)
+        raise
+
+
+@lru_cache
+def failed_auth_limiter() -> FailedAuthLimiter:
+    return FailedAuthLimiter(get_settings().auth_failures_per_minute, window_seconds=60)
 
 
 @dataclass

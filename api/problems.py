@@ -26,7 +26,9 @@ def problem(status: int, detail: str, title: str | None = None, **extensions: An
         "detail": detail,
         **extensions,
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if "retry_after" in extensions:
+        headers["Retry-After"] = str(extensions["retry_after"])
     return JSONResponse(
         body, status_code=status, media_type="application/problem+json", headers=headers
     )

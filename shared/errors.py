@@ -69,6 +69,13 @@ class ValidationFailed(AppError):
         super().__init__(detail, errors=errors)
 
 
+class TooManyRequests(AppError):
+    """Too many requests; wait before trying again."""
+
+    status = 429
+    title = "Too Many Requests"
+
+
 class ServiceUnavailable(AppError):
     """A service this request needs is unreachable; try again shortly."""
 

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # one Redis keep apart by using different names.
     queue_name: str = "itemflow"
 
+    # Failed authentications allowed per client address and minute, per API
+    # process; past that the API answers 429 until the minute has passed.
+    auth_failures_per_minute: int = 30
+
     max_upload_bytes: int = 100 * MIB
     max_json_bytes: int = 1 * MIB
     # PDFs with more pages are refused by OCR rather than read for hours.
