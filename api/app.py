@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 
+from api.openapi import serve_openapi
 from api.problems import EXCEPTION_HANDLERS
 from api.routes import datasets, files, items, postprocessors, system, version_parts
 
@@ -21,6 +22,7 @@ def create_app() -> Starlette:
         *files.routes,
         *postprocessors.routes,
         *system.api_routes,
+        Route("/openapi.json", serve_openapi, methods=["GET"]),
     ]
     return Starlette(
         routes=[*system.routes, Mount("/api/v1", routes=api_routes)],

@@ -277,6 +277,10 @@ class PostProcessorJob(Timestamped, Base):
     result: Mapped[str | None] = mapped_column(Text, default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # While `processing`: until when the worker that claimed the job holds it.
+    # Its heartbeat pushes this forward; once it has passed, the worker is
+    # gone and the reaper takes the job back.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
     post_processor: Mapped[PostProcessor] = relationship()
     item: Mapped[DatasetItem] = relationship()

@@ -63,9 +63,16 @@ class Settings(BaseSettings):
     preload_models: bool = True
     worker_concurrency: int = 0  # 0: Celery's default, the number of CPUs
 
+    # A claimed job is leased to its worker for this long; while the model
+    # runs, the worker renews the lease every heartbeat. A job whose lease ran
+    # out has lost its worker and is taken back by the reaper.
+    job_lease_seconds: float = 60.0
+    job_heartbeat_seconds: float = 15.0
+
     # The reaper: how often it sweeps; how long a pending job may wait with no
-    # message before one is sent again (longer than any back-off); how long
-    # past the hard time limit a `processing` job is taken back.
+    # message before one is sent again (longer than any back-off); for a
+    # `processing` job without a lease (claimed before leases existed), how
+    # long past the hard time limit it is taken back.
     reaper_interval_seconds: float = 30.0
     reaper_pending_after_seconds: float = 600.0
     reaper_processing_margin_seconds: float = 60.0
@@ -116,6 +123,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "REAPER_PENDING_AFTER_SECONDS must be longer than RETRY_BACKOFF_MAX_SECONDS, "
                 "or the reaper would resend jobs that are only waiting out their back-off"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeats_keep_the_lease(self) -> Settings:
+        # A lease that runs out between two heartbeats would let the reaper
+        # take a job from a worker that is alive and running it.
+        if not 0 < self.job_heartbeat_seconds < self.job_lease_seconds:
+            raise ValueError(
+                f"JOB_HEARTBEAT_SECONDS ({self.job_heartbeat_seconds:g}) must be more than 0 "
+                f"and less than JOB_LEASE_SECONDS ({self.job_lease_seconds:g})"
             )
         return self
 

@@ -4,7 +4,9 @@ A message is acknowledged only after its task ran (acks_late), and given
 back if the worker process dies mid-task (reject_on_worker_lost). Each
 worker process reserves one message at a time (prefetch 1), so a slow job
 does not hold others hostage. Running a job twice is harmless: the claim in
-the database lets only one run count.
+the database lets only one run count, and a job whose worker died is taken
+back by the reaper once the claim's lease, which the running task renews,
+has run out.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.queue_name,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # Without the broker connection a running task could not be
+        # acknowledged, and its message goes to another worker: stop the run
+        # rather than let two of them go on. Its job is taken back when its
+        # lease runs out.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.task_soft_time_limit_seconds,
         "task_time_limit": settings.task_time_limit_seconds,

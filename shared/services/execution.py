@@ -1,23 +1,27 @@
-"""Run one job: claim it, run its model outside any transaction, record the
-outcome. Called by the worker's task; kept here so it can be tested without
-Celery."""
+"""Run one job: claim it, run its model outside any transaction while a
+heartbeat renews the claim's lease, record the outcome. Called by the
+worker's task; kept here so it can be tested without Celery."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
 from shared.db import session_scope
-from shared.models import PostProcessorJob
+from shared.models import PostProcessorJob, utcnow
 from shared.postprocessors.base import ModelOutput, PermanentError, TransientError
 from shared.postprocessors.registry import get_registry
 from shared.services import jobs
+from shared.settings import get_settings
 from shared.storage import get_storage
 
 log = logging.getLogger("itemflow.jobs")
@@ -42,7 +46,9 @@ def run_job(job_id: uuid.UUID) -> Outcome:
     log.info("event=job.started %s model_type=%s", context, claimed.config.model_type)
     started = time.monotonic()
     try:
-        output = _run_model(claimed)
+        # The heartbeat stops before any outcome is recorded below.
+        with lease_kept(claimed, context):
+            output = _run_model(claimed)
     except PermanentError as error:
         return _record_failure(claimed, context, str(error), transient=False)
     except TransientError as error:
@@ -67,9 +73,17 @@ def run_job(job_id: uuid.UUID) -> Outcome:
 def abandon_timed_out(job_id: uuid.UUID, seconds: float) -> str | None:
     """The worker killed the process running this job at its hard time limit:
     count that attempt as a transient failure."""
+    # Only the attempt that was killed: it started `seconds` ago. Had its
+    # lease lapsed (a heartbeat kept from the database) and another worker
+    # claimed the job since, that claim came a lease after the killed one
+    # and must be left alone.
+    lease = get_settings().job_lease_seconds
+    started_before = utcnow() - timedelta(seconds=seconds - lease)
     with session_scope() as session:
         attempt = session.scalar(
-            select(PostProcessorJob.attempts).where(PostProcessorJob.id == job_id)
+            select(PostProcessorJob.attempts).where(
+                PostProcessorJob.id == job_id, PostProcessorJob.started_at < started_before
+            )
         )
         if attempt is None:
             return None
@@ -80,6 +94,45 @@ def abandon_timed_out(job_id: uuid.UUID, seconds: float) -> str | None:
             f"Attempt {attempt} ran past its hard time limit of {seconds:g} s and was stopped.",
             jobs.backoff_seconds(attempt),
         )
+
+
+@contextmanager
+def lease_kept(claimed: jobs.ClaimedJob, context: str = "") -> Iterator[None]:
+    """Renew the job's lease every `job_heartbeat_seconds` from a thread
+    while the body runs, so that the reaper leaves the job to this worker as
+    long as its process lives. The thread has ended when this returns."""
+    stopping = threading.Event()
+    heartbeat = threading.Thread(
+        target=_heartbeat,
+        args=(claimed, context or f"job_id={claimed.job_id}", stopping),
+        name=f"lease-{claimed.job_id}",
+        # A process ending mid-run (a hard time limit) must not wait for it.
+        daemon=True,
+    )
+    heartbeat.start()
+    try:
+        yield
+    finally:
+        stopping.set()
+        heartbeat.join()
+
+
+def _heartbeat(claimed: jobs.ClaimedJob, context: str, stopping: threading.Event) -> None:
+    interval = get_settings().job_heartbeat_seconds
+    while not stopping.wait(interval):
+        try:
+            # A session of its own: the run holds no transaction open.
+            with session_scope() as session:
+                held = jobs.renew_lease(session, claimed)
+        except Exception:
+            # The database may be back before the lease runs out.
+            log.exception("event=job.lease_renewal_failed %s", context)
+            continue
+        if not held:
+            # Taken back (or deleted) meanwhile: the run goes on, but its
+            # outcome will find the claim gone and be discarded.
+            log.warning("event=job.lease_lost %s", context)
+            return
 
 
 def _run_model(claimed: jobs.ClaimedJob) -> ModelOutput:

@@ -4,7 +4,8 @@ pending -> processing (claimed: attempts + 1) -> completed, or on error back
 to pending after a back-off while attempts remain and the error is
 transient, else failed. Every change of state is one guarded UPDATE, so a
 message delivered twice, two retries clicked at once or a worker that lost
-its claim can never make two runs count.
+its claim can never make two runs count. A claim is a lease that the running
+worker renews; the reaper takes back a job whose lease ran out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -95,8 +97,9 @@ def enqueue_after_commit(
 
 
 def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
-    """Take a pending job for this worker; None when there is nothing to take
-    (the job is gone, done, or another worker has it)."""
+    """Take a pending job for this worker, leased to it for
+    `job_lease_seconds`; None when there is nothing to take (the job is gone,
+    done, or another worker has it)."""
     now = utcnow()
     claimed = session.execute(
         update(PostProcessorJob)
@@ -106,6 +109,7 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
             attempts=PostProcessorJob.attempts + 1,
             started_at=now,
             updated_at=now,
+            lease_expires_at=_lease_from(now),
         )
         .returning(PostProcessorJob.attempts, PostProcessorJob.max_attempts)
     ).one_or_none()
@@ -147,6 +151,24 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
     )
 
 
+def renew_lease(session: Session, job: ClaimedJob) -> bool:
+    """Extend the lease of a job this run is still working on. False when
+    the run no longer holds the job (it was taken back, or the job deleted):
+    then nothing changes."""
+    renewed = session.execute(
+        update(PostProcessorJob)
+        .where(_guard(job))
+        # updated_at stays: it says when the job last changed state.
+        .values(lease_expires_at=_lease_from(utcnow()), updated_at=PostProcessorJob.updated_at)
+        .returning(PostProcessorJob.id)
+    ).one_or_none()
+    return renewed is not None
+
+
+def _lease_from(now: datetime) -> datetime:
+    return now + timedelta(seconds=get_settings().job_lease_seconds)
+
+
 def _guard(job: ClaimedJob) -> Any:
     """Only the run that made this claim may write its outcome."""
     return (
@@ -168,6 +190,7 @@ def complete_job(session: Session, job: ClaimedJob, output: ModelOutput) -> bool
             error=None,
             completed_at=utcnow(),
             updated_at=utcnow(),
+            lease_expires_at=None,
         )
         .returning(PostProcessorJob.id)
     ).one_or_none()
@@ -198,6 +221,7 @@ def fail_attempt(
             error=error[:10_000],
             completed_at=None if retry else utcnow(),
             updated_at=utcnow(),
+            lease_expires_at=None,
         )
         .returning(PostProcessorJob.id, PostProcessorJob.dataset_item_id)
     ).one_or_none()
@@ -213,29 +237,44 @@ def fail_attempt(
 
 
 def abandon_attempt(
-    session: Session, job_id: uuid.UUID, attempt: int, error: str, backoff: float = 0
+    session: Session,
+    job_id: uuid.UUID,
+    attempt: int,
+    error: str,
+    backoff: float = 0,
+    lease_expired_at: datetime | None = None,
 ) -> str | None:
     """End an attempt whose run will never report back (its process was
     killed, or it outlived its time limit) as a transient failure: back to
     pending and sent again while attempts remain, else failed. Returns the
-    new status, or None when that attempt no longer holds the job."""
+    new status, or None when that attempt no longer holds the job.
+
+    With `lease_expired_at`, only while the lease has run out by then (or
+    the job has none): a heartbeat that came in meanwhile keeps the job."""
     job = session.get(PostProcessorJob, job_id)
     if job is None:
         return None
     retry = attempt < job.max_attempts
     now = utcnow()
+    conditions = [
+        PostProcessorJob.id == job_id,
+        PostProcessorJob.status == JobStatus.PROCESSING.value,
+        PostProcessorJob.attempts == attempt,
+    ]
+    if lease_expired_at is not None:
+        conditions.append(
+            PostProcessorJob.lease_expires_at.is_(None)
+            | (PostProcessorJob.lease_expires_at < lease_expired_at)
+        )
     ended = session.execute(
         update(PostProcessorJob)
-        .where(
-            PostProcessorJob.id == job_id,
-            PostProcessorJob.status == JobStatus.PROCESSING.value,
-            PostProcessorJob.attempts == attempt,
-        )
+        .where(*conditions)
         .values(
             status=(JobStatus.PENDING if retry else JobStatus.FAILED).value,
             error=error,
             completed_at=None if retry else now,
             updated_at=now,
+            lease_expires_at=None,
         )
         .returning(PostProcessorJob.id)
     ).one_or_none()

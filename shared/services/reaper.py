@@ -1,8 +1,9 @@
 """Take back jobs that nobody will finish, and resend messages that were lost.
 
 Two ways a job can be stranded: its worker died mid-run (the job stays
-`processing`), or its message never reached the broker (the broker was down
-at commit time, so the job stays `pending`). A periodic sweep finds both.
+`processing`, and its lease is no longer renewed), or its message never
+reached the broker (the broker was down at commit time, so the job stays
+`pending`). A periodic sweep finds both.
 Every change is a guarded UPDATE and a resent message is harmless (the claim
 takes a job once), so any number of reapers may run at once.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import JobStatus, PostProcessor, PostProcessorJob, utcnow
@@ -36,22 +37,31 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
     settings = get_settings()
     now = now or utcnow()
     swept = Swept()
-    # A run can last at most the hard time limit; past that (and a margin for
-    # the result write) its worker is gone.
-    lost_before = now - timedelta(
+    # A running job's worker renews its lease; a lease that ran out means the
+    # worker is gone. A job claimed before leases existed has none: a run
+    # lasts at most the hard time limit, so past that (and a margin for the
+    # result write) its worker is gone too.
+    without_lease_before = now - timedelta(
         seconds=settings.longest_time_limit + settings.reaper_processing_margin_seconds
     )
     lost = _jobs(
         session,
         PostProcessorJob.status == JobStatus.PROCESSING.value,
-        PostProcessorJob.started_at < lost_before,
+        or_(
+            PostProcessorJob.lease_expires_at < now,
+            PostProcessorJob.lease_expires_at.is_(None)
+            & (PostProcessorJob.started_at < without_lease_before),
+        ),
     )
     for job, _name, _model_type in lost:
+        # Guarded by the attempt and the lease read here: a worker that
+        # finished, or renewed its lease late, in the meantime keeps its job.
         status = abandon_attempt(
             session,
             job.id,
             job.attempts,
             f"Attempt {job.attempts} was lost: its worker stopped before finishing.",
+            lease_expired_at=now,
         )
         if status == JobStatus.PENDING.value:
             swept.taken_back += 1

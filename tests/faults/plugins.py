@@ -1,0 +1,52 @@
+"""Test-only post-processors for fault injection, registered like the ones
+in tests/plugins.py (the fault tests name them in POST_PROCESSORS for the
+processes they start)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from shared.postprocessors.base import (
+    ItemInput,
+    ModelOutput,
+    PostProcessorConfig,
+    PostProcessorModel,
+    Prediction,
+)
+from tests.plugins import _runs_so_far
+
+
+def pid_file(post_processor_id: str, item_id: str) -> Path:
+    """Where the stalling model's first run per item writes its process id."""
+    state = Path(os.environ["ITEMFLOW_TEST_STATE_DIR"])
+    return state / f"stall-{post_processor_id}-{item_id}.pid"
+
+
+class StallingModel(PostProcessorModel):
+    """On its first run per item, writes its process id to `pid_file` and
+    sleeps `sleep` seconds (from the prompt, as JSON), long enough for a
+    test to kill that process mid-job; later runs predict the labels named
+    in `labels` at once."""
+
+    model_type = "classification"
+    model_id = "test-stall"
+    name = "stalling test model"
+    kind = "test"
+
+    def run(self, item: ItemInput, file: Path | None, config: PostProcessorConfig) -> ModelOutput:
+        options = json.loads(config.prompt or "{}")
+        runs = _runs_so_far(f"stall-{config.id}-{item.id}")
+        if runs == 0 and options.get("sleep"):
+            path = pid_file(str(config.id), str(item.id))
+            # Written whole, then renamed: a test never reads half a pid.
+            path.with_suffix(".tmp").write_text(str(os.getpid()))
+            path.with_suffix(".tmp").replace(path)
+            time.sleep(options["sleep"])
+        labels = options.get("labels", {})
+        return ModelOutput(
+            raw={"runs": runs + 1, "labels": labels},
+            predictions=[Prediction(label=name, score=score) for name, score in labels.items()],
+        )

@@ -1,0 +1,253 @@
+"""Workers killed mid-job: the job is taken back once its lease runs out
+and completes exactly once. Real processes throughout: the API, Celery
+workers and the reaper, on a queue (or, embedded, a var dir) of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.builders import (
+    item_path,
+    make_dataset,
+    make_item,
+    make_post_processor,
+    ok,
+    upload,
+    version_path,
+)
+from tests.conftest import BACKEND, VAR_DIR
+from tests.faults.plugins import pid_file
+from tests.fixtures import ROOT, free_port, spawn, stop, wait_for_worker
+
+LEASE_SECONDS = 3
+ENV = {
+    "POST_PROCESSORS": os.environ["POST_PROCESSORS"] + ",tests.faults.plugins:StallingModel",
+    "JOB_LEASE_SECONDS": str(LEASE_SECONDS),
+    "JOB_HEARTBEAT_SECONDS": "1",
+    "REAPER_INTERVAL_SECONDS": "0.5",
+    # One job at a time: after a kill, only the replacement process can
+    # serve the next job. No models to load: only the test model runs.
+    "WORKER_CONCURRENCY": "1",
+    "PRELOAD_MODELS": "false",
+}
+if BACKEND == "services":
+    ENV["QUEUE_NAME"] = os.environ["QUEUE_NAME"] + "-faults"
+else:
+    ENV["VAR_DIR"] = str(VAR_DIR / "faults")
+
+
+def itemflow(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+
+
+def children_of(pid: int) -> list[int]:
+    """The pool processes of a worker (Linux: read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (command) state ppid ...": the command may hold spaces.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # gone already
+        os.kill(pid, signal.SIGKILL)
+
+
+def kill_worker(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker's main process and every pool process, main first
+    so that it cannot start new ones. (Not by process group: spawn() leaves
+    the worker in the test run's group.)"""
+    children = children_of(process.pid)
+    kill(process.pid)
+    for child in children:
+        kill(child)
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[httpx.Client]:
+    """The API and the reaper as processes, and a client for a new user."""
+    port = free_port()
+    itemflow("migrate")
+    key = itemflow("users", "create", f"faults-{os.urandom(4).hex()}").strip()
+    processes = [
+        spawn("api", log_name="faults-api", API_PORT=str(port), **ENV),
+        spawn("reaper", log_name="faults-reaper", **ENV),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(base + "/healthz"), 30, "the API started")
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=30) as client:
+            yield client
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def workers() -> Iterator[Any]:
+    """Start workers with `workers(name)`; all are gone after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        log_name = f"faults-worker-{name}"
+        process = spawn("worker", f"--name=faults-{name}@%h", log_name=log_name, **ENV)
+        started.append(process)
+        wait_for_worker(process, log_name)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            # A stalled job would hold up a warm shutdown.
+            kill_worker(process)
+
+
+def stalling(client: httpx.Client, sleep: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A dataset whose post-processor stalls on its first run per item, and
+    writes its predictions as annotations, creating the labels."""
+    dataset = make_dataset(client)
+    post_processor = make_post_processor(
+        client,
+        dataset,
+        name="stalling",
+        model_type="classification",
+        model_id="test-stall",
+        output_target="annotations",
+        auto_create_labels=True,
+        prompt=json.dumps({"sleep": sleep, "labels": {"cat": 0.9, "dog": 0.8}}),
+    )
+    return dataset, post_processor
+
+
+def uploaded_item(client: httpx.Client, dataset: dict[str, Any]) -> dict[str, Any]:
+    item = make_item(client, dataset)
+    ok(upload(client, dataset, item, b"some text\n", "a.txt"))
+    return item
+
+
+def the_job(client: httpx.Client, dataset: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    [job] = ok(client.get(item_path(dataset, item) + "/jobs"))
+    return job
+
+
+def wait_for_status(client, dataset, item, status: str, timeout: float) -> dict[str, Any]:
+    return wait_until(
+        lambda: (job := the_job(client, dataset, item))["status"] == status and job,
+        timeout,
+        f"job {status}",
+    )
+
+
+def stays_processing(client, dataset, item, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = the_job(client, dataset, item)
+        assert (job["status"], job["attempts"]) == ("processing", 1), job
+        time.sleep(0.1)
+
+
+def running_pid(post_processor: dict[str, Any], item: dict[str, Any]) -> int:
+    path = pid_file(post_processor["id"], item["id"])
+    wait_until(path.exists, 15, "the stalling model started")
+    return int(path.read_text())
+
+
+def assert_completed_once(client, dataset, item, job) -> None:
+    """Completed by the second attempt (the first was lost with its
+    process), its predictions written once."""
+    assert (job["status"], job["attempts"]) == ("completed", 2), job
+    # The model ran twice: the lost run and the one that counted.
+    assert json.loads(job["result"])["runs"] == 2, job
+    labels = ok(client.get(version_path(dataset) + "/labels"))
+    names = {label["id"]: label["name"] for label in labels}
+    annotations = ok(client.get(item_path(dataset, item)))["annotations"]
+    assert sorted(names[a["label_id"]] for a in annotations) == ["cat", "dog"]
+    assert sorted(names.values()) == ["cat", "dog"]
+
+
+def test_a_killed_pool_process_loses_one_attempt_and_the_job_completes_once(api, workers):
+    worker = workers("a")
+    dataset, post_processor = stalling(api, sleep=30)
+    item = uploaded_item(api, dataset)
+    pid = running_pid(post_processor, item)
+    assert pid in children_of(worker.pid)
+    # Alive, its process renews the lease: the reaper leaves the job alone.
+    stays_processing(api, dataset, item, LEASE_SECONDS + 1.5)
+
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    job = wait_for_status(api, dataset, item, "completed", timeout=LEASE_SECONDS + 15)
+    delay = time.monotonic() - killed
+
+    print(f"\npool process SIGKILLed -> job completed: {delay:.1f} s")
+    assert_completed_once(api, dataset, item, job)
+    # The worker lives on, its new pool process serves the next job.
+    assert worker.poll() is None
+    quick, _ = stalling(api, sleep=0)
+    other = uploaded_item(api, quick)
+    done = wait_for_status(api, quick, other, "completed", timeout=15)
+    assert done["attempts"] == 1
+
+
+def test_a_killed_worker_loses_its_job_to_the_next_worker(api, workers):
+    first = workers("b1")
+    dataset, post_processor = stalling(api, sleep=30)
+    item = uploaded_item(api, dataset)
+    running_pid(post_processor, item)
+
+    kill_worker(first)
+    killed = time.monotonic()
+    workers("b2")
+    job = wait_for_status(api, dataset, item, "completed", timeout=LEASE_SECONDS + 15)
+    delay = time.monotonic() - killed
+
+    print(f"\nwhole worker SIGKILLed -> job completed on a new worker: {delay:.1f} s")
+    assert_completed_once(api, dataset, item, job)

@@ -1,0 +1,213 @@
+"""A claimed job is leased to its worker, which renews the lease while the
+model runs; the reaper takes back a job whose lease ran out."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import update
+
+from shared.db import session_scope
+from shared.models import JobStatus, PostProcessorJob, utcnow
+from shared.services import jobs
+from shared.services.execution import abandon_timed_out, lease_kept
+from shared.services.reaper import sweep
+from shared.settings import Settings, get_settings
+from tests.shared.factories import make_job
+
+
+def claim(job_id):
+    with session_scope() as session:
+        claimed = jobs.claim_job(session, job_id)
+    assert claimed is not None
+    return claimed
+
+
+def row(job_id):
+    with session_scope() as session:
+        return session.get_one(PostProcessorJob, job_id)
+
+
+def set_lease(job_id, seconds_from_now):
+    with session_scope() as session:
+        session.execute(
+            update(PostProcessorJob)
+            .where(PostProcessorJob.id == job_id)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=seconds_from_now))
+        )
+
+
+def sweep_once():
+    with session_scope() as session:
+        return sweep(session)
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s")
+        time.sleep(0.02)
+
+
+def test_a_claim_leases_the_job_to_its_worker():
+    job, _item, _version = make_job()
+    before = utcnow()
+
+    claim(job.id)
+
+    lease = get_settings().job_lease_seconds
+    claimed = row(job.id)
+    assert claimed.status == "processing"
+    assert (
+        before + timedelta(seconds=lease)
+        <= claimed.lease_expires_at
+        <= utcnow() + timedelta(seconds=lease)
+    )
+
+
+def test_the_heartbeat_renews_the_lease_while_the_model_runs(monkeypatch):
+    monkeypatch.setattr(get_settings(), "job_heartbeat_seconds", 0.05)
+    job, _item, _version = make_job()
+    claimed = claim(job.id)
+    set_lease(job.id, 1)
+    short = row(job.id).lease_expires_at
+
+    with lease_kept(claimed):
+        wait_until(lambda: row(job.id).lease_expires_at > short + timedelta(seconds=30))
+    renewed = row(job.id)
+
+    assert (renewed.status, renewed.attempts) == ("processing", 1)
+    # The heartbeat has stopped by the time the run records its outcome.
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("lease-")]
+
+
+def test_the_reaper_takes_back_a_job_whose_lease_ran_out(sent):
+    job, _item, _version = make_job()
+    claim(job.id)
+    set_lease(job.id, -1)
+
+    swept = sweep_once()
+
+    taken = row(job.id)
+    assert swept.taken_back == 1
+    assert (taken.status, taken.attempts, taken.lease_expires_at) == ("pending", 1, None)
+    assert "Attempt 1 was lost" in taken.error
+    assert [message.job_id for message in sent] == [str(job.id)]
+
+
+def test_the_reaper_leaves_a_live_lease_alone_however_long_the_run(sent):
+    job, _item, _version = make_job()
+    claim(job.id)
+    settings = get_settings()
+    # Longer ago than the time-limit rule allows: the live lease decides.
+    long_ago = utcnow() - timedelta(
+        seconds=settings.longest_time_limit + settings.reaper_processing_margin_seconds + 60
+    )
+    with session_scope() as session:
+        session.execute(
+            update(PostProcessorJob)
+            .where(PostProcessorJob.id == job.id)
+            .values(started_at=long_ago, updated_at=long_ago)
+        )
+
+    sweep_once()
+
+    assert row(job.id).status == "processing"
+    assert sent == []
+
+
+def test_a_lease_renewed_after_the_reaper_looked_keeps_the_job(sent):
+    job, _item, _version = make_job()
+    claimed = claim(job.id)
+    looked_at = utcnow()
+    with session_scope() as session:
+        assert jobs.renew_lease(session, claimed)
+
+    with session_scope() as session:
+        status = jobs.abandon_attempt(
+            session, job.id, 1, "lost", lease_expired_at=looked_at - timedelta(seconds=1)
+        )
+
+    assert status is None
+    assert row(job.id).status == "processing"
+    assert sent == []
+
+
+def test_a_stale_attempt_cannot_renew_the_lease(sent, caplog, monkeypatch):
+    job, _item, _version = make_job()
+    stale = claim(job.id)
+    set_lease(job.id, -1)
+    sweep_once()
+    claim(job.id)  # attempt 2, by another worker
+    lease_of_attempt_2 = row(job.id).lease_expires_at
+
+    with session_scope() as session:
+        assert not jobs.renew_lease(session, stale)
+    assert row(job.id).lease_expires_at == lease_of_attempt_2
+
+    # Its heartbeat says so once, and stops renewing.
+    monkeypatch.setattr(get_settings(), "job_heartbeat_seconds", 0.01)
+    with caplog.at_level(logging.WARNING, logger="itemflow.jobs"), lease_kept(stale):
+        wait_until(lambda: "event=job.lease_lost" in caplog.text)
+    assert caplog.text.count("event=job.lease_lost") == 1
+    current = row(job.id)
+    assert (current.attempts, current.lease_expires_at) == (2, lease_of_attempt_2)
+
+
+def test_a_hard_time_limit_leaves_a_later_claim_alone(sent, monkeypatch):
+    """A run killed at its 4 s limit, whose lease of 3 s had lapsed, so
+    that another worker claimed the job 0.5 s ago: only the killed run's
+    attempt may be counted."""
+    monkeypatch.setattr(get_settings(), "job_lease_seconds", 3)
+    job, _item, _version = make_job()
+    claim(job.id)
+    set_lease(job.id, -1)
+    sweep_once()
+    claim(job.id)
+    just_now = utcnow() - timedelta(seconds=0.5)
+    with session_scope() as session:
+        session.execute(
+            update(PostProcessorJob)
+            .where(PostProcessorJob.id == job.id)
+            .values(started_at=just_now)
+        )
+
+    assert abandon_timed_out(job.id, 4) is None
+    assert (row(job.id).status, row(job.id).attempts) == ("processing", 2)
+
+
+def test_a_hard_time_limit_counts_the_attempt_it_killed(sent, monkeypatch):
+    monkeypatch.setattr(get_settings(), "job_lease_seconds", 3)
+    job, _item, _version = make_job()
+    claim(job.id)
+    four_seconds_ago = utcnow() - timedelta(seconds=4)
+    with session_scope() as session:
+        session.execute(
+            update(PostProcessorJob)
+            .where(PostProcessorJob.id == job.id)
+            .values(started_at=four_seconds_ago)
+        )
+
+    assert abandon_timed_out(job.id, 4) == JobStatus.PENDING.value
+    assert (row(job.id).status, row(job.id).attempts) == ("pending", 1)
+
+
+def test_the_heartbeat_must_come_within_the_lease():
+    with pytest.raises(ValidationError, match="JOB_HEARTBEAT_SECONDS"):
+        Settings(job_lease_seconds=10, job_heartbeat_seconds=10)
+    with pytest.raises(ValidationError, match="JOB_HEARTBEAT_SECONDS"):
+        Settings(job_heartbeat_seconds=0)
+    assert Settings(job_lease_seconds=3, job_heartbeat_seconds=1).job_lease_seconds == 3
+
+
+def test_a_worker_without_its_broker_stops_its_runs():
+    """Their messages go to other workers; their leases bring the jobs back."""
+    from worker.app import celery_app
+
+    assert celery_app.conf.worker_cancel_long_running_tasks_on_connection_loss is True
