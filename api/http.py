@@ -43,7 +43,6 @@ def bearer_key(request: Request) -> str:
 async def authenticate(request: Request) -> uuid.UUID:
     limiter = failed_auth_limiter()
     client = request.client.host if request.client else "unknown"
-    limiter.check(client)
     try:
         key = bearer_key(request)
 
@@ -53,7 +52,10 @@ async def authenticate(request: Request) -> uuid.UUID:
 
         return await run_in_threadpool(work)
     except Unauthorized:
+        refused = limiter.over_limit(client)
         limiter.failed(client)
+        if refused is not None:
+            raise refused from None
         raise
 
 

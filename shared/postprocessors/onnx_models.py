@@ -96,6 +96,8 @@ def score_vector(output: Any) -> Any:
         scores = scores[0]
     if scores.ndim != 1:
         raise ValueError(f"a classifier must output one vector of scores, not {scores.shape}")
+    if not numpy.isfinite(scores).all():
+        raise ValueError("the scores are not all finite numbers")
     return scores
 
 
@@ -108,6 +110,8 @@ def box_rows(output: Any) -> Any:
         raise ValueError(
             f"a detector must output [N, 6] rows (x1, y1, x2, y2, score, class), not {rows.shape}"
         )
+    if not numpy.isfinite(rows).all():
+        raise ValueError("the boxes are not all finite numbers")
     return rows
 
 

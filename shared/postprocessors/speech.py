@@ -62,8 +62,12 @@ class Transcriber:
 
     def _decode(self, samples: Any, offset: float) -> list[Word]:
         self.decoder.start_utt()
-        self.decoder.process_raw(samples.tobytes(), full_utt=True)
-        self.decoder.end_utt()
+        try:
+            self.decoder.process_raw(samples.tobytes(), full_utt=True)
+        finally:
+            # Always: a run stopped mid-utterance (a soft time limit) would
+            # leave the decoder unable to start the next job's utterance.
+            self.decoder.end_utt()
         words = []
         for segment in self.decoder.seg():
             word = ALTERNATE_PRONUNCIATION.sub("", segment.word)

@@ -114,7 +114,9 @@ def lease_kept(claimed: jobs.ClaimedJob, context: str = "") -> Iterator[None]:
         yield
     finally:
         stopping.set()
-        heartbeat.join()
+        # Bounded: a renewal stuck on a dead connection must not hold up
+        # recording the outcome (the attempt guard makes a late one harmless).
+        heartbeat.join(timeout=5)
 
 
 def _heartbeat(claimed: jobs.ClaimedJob, context: str, stopping: threading.Event) -> None:

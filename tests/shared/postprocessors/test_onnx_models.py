@@ -192,3 +192,17 @@ def test_a_job_annotates_the_item_with_the_models_labels(classifier, tmp_path):
         assert list(rows) == [("red", "")]
         result = json.loads(session.get_one(type(job), job.id).result)
         assert result["model"] == classifier and max(result["scores"].values()) > 0.5
+
+
+@pytest.mark.parametrize(
+    ("reader", "output"),
+    [
+        ("score_vector", [[float("nan"), 1.0, 2.0]]),
+        ("box_rows", [[0.0, 0.0, float("inf"), 4.0, 0.9, 0.0]]),
+    ],
+)
+def test_output_that_is_not_finite_is_refused(reader, output):
+    from shared.postprocessors import onnx_models
+
+    with pytest.raises(ValueError, match="not all finite"):
+        getattr(onnx_models, reader)(output)

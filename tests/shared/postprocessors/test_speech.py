@@ -150,3 +150,28 @@ def test_refuses_audio_longer_than_the_cap(model, monkeypatch):
     monkeypatch.setattr(audio, "MAX_DURATION_SECONDS", 10)
     with pytest.raises(PermanentError, match="too long"):
         model.run(audio_item(), REAL_SPEECH, CONFIG)
+
+
+def test_a_run_stopped_mid_utterance_leaves_the_decoder_usable(model, monkeypatch):
+    class Stopped(Exception):
+        """Stands for the soft time limit, raised inside the decoding."""
+
+    class StopsInside:
+        """The real decoder, but processing audio raises."""
+
+        def __init__(self, real):
+            self.real = real
+
+        def process_raw(self, *args, **kwargs):
+            raise Stopped
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model.transcriber, "decoder", StopsInside(model.transcriber.decoder))
+        with pytest.raises(Stopped):
+            model.run(audio_item(), REAL_SPEECH, CONFIG)
+
+    again = model.run(audio_item(), REAL_SPEECH, CONFIG)
+    assert again.text.startswith("it was the best of times")
