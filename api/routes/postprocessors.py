@@ -11,7 +11,7 @@ from starlette.routing import Route
 from api.http import Context, Listing, choice_param, endpoint, public, uuid_param
 from api.routes.datasets import DATASET
 from api.routes.items import ITEM
-from shared.models import JobStatus, OnnxModel, PostProcessor, PostProcessorJob
+from shared.models import JobStatus, OnnxModel, PostProcessor, PostProcessorJob, as_dict
 from shared.postprocessors.registry import get_registry
 from shared.schemas import (
     JobPublic,
@@ -52,11 +52,7 @@ def with_details(session: Session, post_processor: PostProcessor) -> dict[str, A
             "is_external": False,
             "provider_name": "",
         }
-    return public(PostProcessorWithDetails, {**_columns(post_processor), **details})
-
-
-def _columns(row: PostProcessor) -> dict[str, Any]:
-    return {column.key: getattr(row, column.key) for column in row.__mapper__.column_attrs}
+    return public(PostProcessorWithDetails, {**as_dict(post_processor), **details})
 
 
 def job_with_details(row: tuple[PostProcessorJob, str, str]) -> dict[str, Any]:
