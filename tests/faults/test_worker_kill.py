@@ -251,3 +251,46 @@ def test_a_killed_worker_loses_its_job_to_the_next_worker(api, workers):
 
     print(f"\nwhole worker SIGKILLed -> job completed on a new worker: {delay:.1f} s")
     assert_completed_once(api, dataset, item, job)
+
+
+def test_sigterm_lets_the_running_job_finish_and_leaves_nothing_processing(api, workers):
+    worker = workers("c")
+    dataset, post_processor = stalling(api, sleep=3)
+    item = uploaded_item(api, dataset)
+    running_pid(post_processor, item)
+
+    worker.send_signal(signal.SIGTERM)  # a warm shutdown, as `docker stop` sends
+    assert worker.wait(timeout=30) == 0
+
+    job = the_job(api, dataset, item)
+    assert (job["status"], job["attempts"]) == ("completed", 1), job
+    processing = ok(api.get(f"/datasets/{dataset['id']}/post-processors/jobs?status=processing"))
+    assert processing == []
+
+
+def test_fifty_simultaneous_retries_enqueue_once(api, workers):
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = workers("d1")
+    dataset = make_dataset(api)
+    make_post_processor(
+        api, dataset, name="rejects", model_type="classification", model_id="test-reject"
+    )
+    item = uploaded_item(api, dataset)
+    job = wait_for_status(api, dataset, item, "failed", timeout=15)
+    assert job["attempts"] == 1
+    retry = item_path(dataset, item) + f"/jobs/{job['id']}/retry"
+    # No worker while the retries arrive: the job, failing at once, must not
+    # be run and failed again between two of them.
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=30)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = sorted(pool.map(lambda _: api.post(retry).status_code, range(50)))
+
+    assert statuses == [200] + [409] * 49
+    workers("d2")
+    job = wait_for_status(api, dataset, item, "failed", timeout=15)
+    # One enqueue, one more run: a second message would have found nothing to
+    # claim, but a second retry would have run the job again.
+    assert job["attempts"] == 2, job
