@@ -50,3 +50,18 @@ class StallingModel(PostProcessorModel):
             raw={"runs": runs + 1, "labels": labels},
             predictions=[Prediction(label=name, score=score) for name, score in labels.items()],
         )
+
+
+class CrashingModel(PostProcessorModel):
+    """Kills the process running it, every time: a poison job."""
+
+    model_type = "classification"
+    model_id = "test-crash"
+    name = "crashing test model"
+    kind = "test"
+
+    def run(self, item: ItemInput, file: Path | None, config: PostProcessorConfig) -> ModelOutput:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")

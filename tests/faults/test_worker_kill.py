@@ -34,7 +34,8 @@ from tests.fixtures import ROOT, free_port, spawn, stop, wait_for_worker
 
 LEASE_SECONDS = 3
 ENV = {
-    "POST_PROCESSORS": os.environ["POST_PROCESSORS"] + ",tests.faults.plugins:StallingModel",
+    "POST_PROCESSORS": os.environ["POST_PROCESSORS"]
+    + ",tests.faults.plugins:StallingModel,tests.faults.plugins:CrashingModel",
     "JOB_LEASE_SECONDS": str(LEASE_SECONDS),
     "JOB_HEARTBEAT_SECONDS": "1",
     "REAPER_INTERVAL_SECONDS": "0.5",
@@ -294,3 +295,22 @@ def test_fifty_simultaneous_retries_enqueue_once(api, workers):
     # One enqueue, one more run: a second message would have found nothing to
     # claim, but a second retry would have run the job again.
     assert job["attempts"] == 2, job
+
+
+def test_a_poison_job_fails_at_max_attempts_and_the_worker_serves_on(api, workers):
+    worker = workers("e")
+    dataset = make_dataset(api)
+    make_post_processor(
+        api, dataset, name="poison", model_type="classification", model_id="test-crash"
+    )
+    item = uploaded_item(api, dataset)
+
+    # Each run kills its process; each lost run counts as one attempt.
+    job = wait_for_status(api, dataset, item, "failed", timeout=3 * (LEASE_SECONDS + 8))
+
+    assert job["attempts"] == job["max_attempts"] == 3, job
+    assert "Attempt 3 was lost" in job["error"]
+    assert worker.poll() is None
+    quick, _ = stalling(api, sleep=0)
+    other = uploaded_item(api, quick)
+    assert wait_for_status(api, quick, other, "completed", timeout=15)["attempts"] == 1
