@@ -1,0 +1,86 @@
+"""An upload whose job message never reaches the broker (the broker is down,
+or the API dies, between the commit and the send): the upload and its job
+are kept, and the reaper sends the message later.
+
+The API runs with a broker URL nobody listens on, so that every send after
+a commit fails; the worker and the reaper use the real broker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.builders import item_path, make_dataset, make_item, make_post_processor, ok, upload
+from tests.conftest import BACKEND, VAR_DIR
+from tests.e2e.test_end_to_end import itemflow
+from tests.faults.test_worker_kill import wait_for_status, wait_until
+from tests.fixtures import free_port, spawn, stop, wait_for_worker
+
+PENDING_AFTER = 2.0
+ENV = {
+    # Longer than the tests' 1 s back-off cap, as the settings require.
+    "REAPER_PENDING_AFTER_SECONDS": str(PENDING_AFTER),
+    "REAPER_INTERVAL_SECONDS": "0.5",
+    "PRELOAD_MODELS": "false",
+}
+if BACKEND == "services":
+    ENV["QUEUE_NAME"] = os.environ["QUEUE_NAME"] + "-lost"
+else:
+    ENV["VAR_DIR"] = str(VAR_DIR / "lost")
+DEAD_BROKER = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[httpx.Client]:
+    port = free_port()
+    itemflow("migrate", env=ENV)
+    key = itemflow("users", "create", f"lost-{os.urandom(4).hex()}", env=ENV).strip()
+    api = spawn("api", log_name="lost-api", API_PORT=str(port), **ENV, BROKER_URL=DEAD_BROKER)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(base + "/healthz"), 30, "the API started")
+        with httpx.Client(
+            base_url=base + "/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
+            yield client
+    finally:
+        stop(api)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_a_job_whose_message_was_lost_is_sent_by_the_reaper(api):
+    dataset = make_dataset(api)
+    make_post_processor(
+        api, dataset, name="flaky", model_type="classification", model_id="test-flaky"
+    )
+    item = make_item(api, dataset)
+
+    ok(upload(api, dataset, item, b"some text\n", "a.txt"))  # kept, though not sent
+    uploaded = time.monotonic()
+    [job] = ok(api.get(item_path(dataset, item) + "/jobs"))
+    assert (job["status"], job["attempts"]) == ("pending", 0)
+
+    # The broker "comes back": a worker and a reaper on the real one.
+    worker = spawn("worker", "--name=lost@%h", log_name="lost-worker", **ENV)
+    reaper = spawn("reaper", log_name="lost-reaper", **ENV)
+    try:
+        wait_for_worker(worker, "lost-worker")
+        job = wait_for_status(api, dataset, item, "completed", timeout=PENDING_AFTER + 20)
+        print(f"\nupload with its message lost -> completed {time.monotonic() - uploaded:.1f} s")
+    finally:
+        stop(worker)
+        stop(reaper)
+    assert job["attempts"] == 1
+    # Only the reaper could have sent it: the API's own send failed.
+    assert "event=job.resent" in (VAR_DIR / "lost-reaper.log").read_text()
