@@ -89,6 +89,32 @@ def spawn(*args: str, log_name: str, **env: str) -> subprocess.Popen[bytes]:
         )
 
 
+def itemflow(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run an itemflow command to the end; its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+def wait_for_http(url: str, timeout: float = 30, **kwargs: object) -> None:
+    """Until something answers at `url` (any status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2, **kwargs)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
 def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
     if process.poll() is None:
         process.terminate()

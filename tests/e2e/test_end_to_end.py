@@ -5,8 +5,6 @@ Flower."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import httpx
@@ -23,33 +21,9 @@ from tests.builders import (
     wait_for_jobs,
 )
 from tests.conftest import BACKEND, VAR_DIR
-from tests.fixtures import ROOT, free_port, spawn, stop, wait_for_worker
+from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
 
 FLOWER_AUTH = ("operator", "s3cret-flower")
-
-
-def itemflow(*args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return done.stdout
-
-
-def wait_for_http(url: str, timeout: float = 30, **kwargs: object) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=2, **kwargs)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
 @pytest.fixture(scope="module")

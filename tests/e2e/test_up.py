@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_end_to_end import wait_for_http
-from tests.fixtures import free_port
+from tests.fixtures import free_port, wait_for_http
 
 
 def children_of(pid: int) -> list[int]:

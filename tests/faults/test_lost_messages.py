@@ -17,9 +17,8 @@ import pytest
 
 from tests.builders import item_path, make_dataset, make_item, make_post_processor, ok, upload
 from tests.conftest import BACKEND, VAR_DIR
-from tests.e2e.test_end_to_end import itemflow
-from tests.faults.test_worker_kill import wait_for_status, wait_until
-from tests.fixtures import free_port, spawn, stop, wait_for_worker
+from tests.faults.test_worker_kill import wait_for_status
+from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
 
 PENDING_AFTER = 2.0
 ENV = {
@@ -43,20 +42,13 @@ def api() -> Iterator[httpx.Client]:
     api = spawn("api", log_name="lost-api", API_PORT=str(port), **ENV, BROKER_URL=DEAD_BROKER)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(base + "/healthz"), 30, "the API started")
+        wait_for_http(base + "/healthz")
         with httpx.Client(
             base_url=base + "/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
             yield client
     finally:
         stop(api)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_a_job_whose_message_was_lost_is_sent_by_the_reaper(api):

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from tests.builders import (
 )
 from tests.conftest import BACKEND, VAR_DIR
 from tests.faults.plugins import pid_file
-from tests.fixtures import ROOT, free_port, spawn, stop, wait_for_worker
+from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
 
 LEASE_SECONDS = 3
 ENV = {
@@ -48,19 +47,6 @@ if BACKEND == "services":
     ENV["QUEUE_NAME"] = os.environ["QUEUE_NAME"] + "-faults"
 else:
     ENV["VAR_DIR"] = str(VAR_DIR / "faults")
-
-
-def itemflow(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **ENV},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> Any:
@@ -108,28 +94,21 @@ def kill_worker(process: subprocess.Popen[bytes]) -> None:
 def api() -> Iterator[httpx.Client]:
     """The API and the reaper as processes, and a client for a new user."""
     port = free_port()
-    itemflow("migrate")
-    key = itemflow("users", "create", f"faults-{os.urandom(4).hex()}").strip()
+    itemflow("migrate", env=ENV)
+    key = itemflow("users", "create", f"faults-{os.urandom(4).hex()}", env=ENV).strip()
     processes = [
         spawn("api", log_name="faults-api", API_PORT=str(port), **ENV),
         spawn("reaper", log_name="faults-reaper", **ENV),
     ]
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(base + "/healthz"), 30, "the API started")
+        wait_for_http(base + "/healthz")
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=30) as client:
             yield client
     finally:
         for process in processes:
             stop(process)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture
