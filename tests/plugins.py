@@ -19,7 +19,7 @@ from shared.postprocessors.base import (
 )
 
 
-def _runs_so_far(key: str) -> int:
+def runs_so_far(key: str) -> int:
     """Count this run in a file shared by all worker processes and return
     how many runs came before it."""
     path = Path(os.environ["ITEMFLOW_TEST_STATE_DIR"]) / key
@@ -40,7 +40,7 @@ class FlakyModel(PostProcessorModel):
 
     def run(self, item: ItemInput, file: Path | None, config: PostProcessorConfig) -> ModelOutput:
         options = json.loads(config.prompt or "{}")
-        runs = _runs_so_far(f"{config.id}-{item.id}")
+        runs = runs_so_far(f"{config.id}-{item.id}")
         if runs < options.get("fail_times", 0):
             raise TransientError(f"flaky failure number {runs + 1}")
         predictions = [
@@ -80,7 +80,7 @@ class SlowModel(PostProcessorModel):
         from celery.exceptions import SoftTimeLimitExceeded
 
         options = json.loads(config.prompt or "{}")
-        if _runs_so_far(f"{config.id}-{item.id}") == 0:
+        if runs_so_far(f"{config.id}-{item.id}") == 0:
             deadline = time.monotonic() + options.get("sleep", 0)
             while time.monotonic() < deadline:
                 try:

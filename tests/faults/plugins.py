@@ -16,7 +16,7 @@ from shared.postprocessors.base import (
     PostProcessorModel,
     Prediction,
 )
-from tests.plugins import _runs_so_far
+from tests.plugins import runs_so_far
 
 
 def pid_file(post_processor_id: str, item_id: str) -> Path:
@@ -38,7 +38,7 @@ class StallingModel(PostProcessorModel):
 
     def run(self, item: ItemInput, file: Path | None, config: PostProcessorConfig) -> ModelOutput:
         options = json.loads(config.prompt or "{}")
-        runs = _runs_so_far(f"stall-{config.id}-{item.id}")
+        runs = runs_so_far(f"stall-{config.id}-{item.id}")
         if runs == 0 and options.get("sleep"):
             path = pid_file(str(config.id), str(item.id))
             # Written whole, then renamed: a test never reads half a pid.
