@@ -12,6 +12,7 @@ from api.http import Context, Listing, choice_param, endpoint, public, uuid_para
 from api.routes.datasets import DATASET
 from api.routes.items import ITEM
 from shared.models import JobStatus, OnnxModel, PostProcessor, PostProcessorJob, as_dict
+from shared.postprocessors.base import PostProcessorModel
 from shared.postprocessors.registry import get_registry
 from shared.schemas import (
     JobPublic,
@@ -24,35 +25,51 @@ from shared.schemas import (
 from shared.services import job_lists, jobs, postprocessors
 
 
-def with_details(session: Session, post_processor: PostProcessor) -> dict[str, Any]:
-    if post_processor.external_provider:
+def with_details(session: Session, rows: list[PostProcessor]) -> list[dict[str, Any]]:
+    """Post-processors with the name and kind of the model serving each."""
+    registry = get_registry()
+    classes = {row.id: registry.model_class(row.model_type, row.model_id) for row in rows}
+    # A model an operator registered is a row, not a class: the names of
+    # those asked for come in one query, not one per post-processor.
+    wanted = {row.model_id for row in rows if classes[row.id] is None and row.model_id}
+    registered = (
+        set(
+            session.execute(
+                select(OnnxModel.name, OnnxModel.kind).where(OnnxModel.name.in_(wanted))
+            )
+        )
+        if wanted
+        else set()
+    )
+    return [_details(row, classes[row.id], registered) for row in rows]
+
+
+def _details(
+    row: PostProcessor, model: type[PostProcessorModel] | None, registered: set[Any]
+) -> dict[str, Any]:
+    if row.external_provider:
         details = {
-            "model_name": post_processor.external_model,
+            "model_name": row.external_model,
             "model_kind": "external",
             "is_external": True,
-            "provider_name": post_processor.external_provider,
+            "provider_name": row.external_provider,
         }
-    else:
-        model_type, model_id = post_processor.model_type, post_processor.model_id
-        model = get_registry().model_class(model_type, model_id)
-        # A model an operator registered is a row, not a class: looked up in
-        # this request's session.
-        registered = (
-            session.scalar(
-                select(OnnxModel.name).where(
-                    OnnxModel.name == model_id, OnnxModel.kind == model_type
-                )
-            )
-            if model is None and model_id
-            else None
-        )
+    elif model is not None:
         details = {
-            "model_name": model.name if model else registered or "",
-            "model_kind": model.kind if model else "onnx" if registered else "missing",
+            "model_name": model.name,
+            "model_kind": model.kind,
             "is_external": False,
             "provider_name": "",
         }
-    return public(PostProcessorWithDetails, {**as_dict(post_processor), **details})
+    else:
+        onnx = (row.model_id, row.model_type) in registered
+        details = {
+            "model_name": row.model_id if onnx else "",
+            "model_kind": "onnx" if onnx else "missing",
+            "is_external": False,
+            "provider_name": "",
+        }
+    return public(PostProcessorWithDetails, {**as_dict(row), **details})
 
 
 def job_with_details(row: tuple[PostProcessorJob, str, str]) -> dict[str, Any]:
@@ -63,7 +80,7 @@ def job_with_details(row: tuple[PostProcessorJob, str, str]) -> dict[str, Any]:
 @endpoint()
 def list_post_processors(c: Context) -> list[dict[str, Any]]:
     rows = postprocessors.list_post_processors(c.session, c.user_id, c.id("dataset_id"))
-    return [with_details(c.session, row) for row in rows]
+    return with_details(c.session, rows)
 
 
 @endpoint(PostProcessorCreate, status=201)
@@ -77,7 +94,8 @@ def get_post_processor(c: Context) -> dict[str, Any]:
     row = postprocessors.get_post_processor(
         c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id")
     )
-    return with_details(c.session, row)
+    [details] = with_details(c.session, [row])
+    return details
 
 
 @endpoint(PostProcessorUpdate)
