@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # out has lost its worker and is taken back by the reaper.
     job_lease_seconds: float = 60.0
     job_heartbeat_seconds: float = 15.0
+    # A worker told to stop (SIGTERM) lets running jobs finish for this long,
+    # then stops them and puts them back to pending for another worker.
+    worker_shutdown_grace_seconds: float = 30.0
 
     # The reaper: how often it sweeps; how long a pending job may wait with no
     # message before one is sent again (longer than any back-off); for a

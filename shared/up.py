@@ -86,7 +86,9 @@ def up(workers: int = 1) -> int:
             print(_banner(settings, key), flush=True)
             announced = True
         time.sleep(0.5)
-    _stop_children(children)
+    # Workers interrupt their jobs after their grace period and then need a
+    # moment to put them back.
+    _stop_children(children, grace=settings.worker_shutdown_grace_seconds + 15)
     return exit_code
 
 
@@ -152,8 +154,9 @@ def _die_with_parent() -> None:
 
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]], grace: float = 30) -> None:
-    # SIGTERM: uvicorn finishes its requests, Celery its running jobs
-    # (a warm shutdown), Flower just exits.
+    # SIGTERM: uvicorn finishes its requests, Celery its running jobs (a warm
+    # shutdown, which puts back those still running after its grace period),
+    # Flower just exits.
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

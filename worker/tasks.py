@@ -14,6 +14,7 @@ from shared.queue import TASK_NAME
 from shared.services.execution import abandon_timed_out, run_job
 from shared.settings import get_settings
 from worker.app import celery_app
+from worker.shutdown import listen_for_interrupts
 
 
 @celery_app.task(name=TASK_NAME, ignore_result=True)
@@ -22,6 +23,7 @@ def run_post_processor(
 ) -> str:
     """Run one post-processor job. Only `job_id` is needed to run it; the
     rest is in the message so that Flower shows it."""
+    listen_for_interrupts()
     return run_job(uuid.UUID(job_id)).status
 
 

@@ -27,9 +27,27 @@ from shared.storage import get_storage
 log = logging.getLogger("itemflow.jobs")
 
 
+class ShutdownInterrupt(BaseException):
+    """Raised into a running model when its worker's shutdown grace period
+    is over. A BaseException, so that a model's own `except Exception`
+    cannot swallow it."""
+
+
+# Whether this process is inside a model's run: the only place where a
+# shutdown may interrupt a job (not while its outcome is being written).
+_model_running = False
+
+
+def interrupt_model() -> None:
+    """Stop the model this process is running, if any; called from the
+    worker's signal handler at the end of its shutdown grace period."""
+    if _model_running:
+        raise ShutdownInterrupt
+
+
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # completed, retrying, failed, skipped
+    status: str  # completed, retrying, failed, skipped, put_back
     attempt: int = 0
     error: str = ""
 
@@ -57,6 +75,11 @@ def run_job(job_id: uuid.UUID) -> Outcome:
         )
     except SoftTimeLimitExceeded:
         return _record_failure(claimed, context, "The job ran out of time.", transient=True)
+    except ShutdownInterrupt:
+        with session_scope() as session:
+            put_back = jobs.put_back(session, claimed)
+        log.warning("event=job.put_back %s held=%s", context, put_back)
+        return Outcome("put_back" if put_back else "skipped", claimed.attempt)
     except Exception as error:  # a model's unexpected error may pass: retry it
         log.exception("event=job.error %s", context)
         message = f"{type(error).__name__}: {error}"
@@ -138,14 +161,22 @@ def _heartbeat(claimed: jobs.ClaimedJob, context: str, stopping: threading.Event
 
 
 def _run_model(claimed: jobs.ClaimedJob) -> ModelOutput:
+    global _model_running
     model = get_registry().get(claimed.config.model_type, claimed.config.model_id)
     with ExitStack() as stack:
+        _model_running = True
+        stack.callback(_model_stopped)
         file = None
         if claimed.file_key:
             file = stack.enter_context(get_storage().local_path(claimed.file_key))
             if not file.exists():
                 raise PermanentError("The item's file is missing from storage.")
         return model.run(claimed.item, file, claimed.config)
+
+
+def _model_stopped() -> None:
+    global _model_running
+    _model_running = False
 
 
 def _record_failure(

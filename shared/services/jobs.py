@@ -236,6 +236,41 @@ def fail_attempt(
     return backoff
 
 
+def put_back(session: Session, job: ClaimedJob) -> bool:
+    """Return a job whose run its worker stopped on shutdown to pending, and
+    send it again. The stopped run does not count as an attempt: it was not
+    the job's fault. False when this run no longer holds the job.
+
+    Taking the attempt number back is safe because the run is over: its
+    heartbeat has stopped and it writes nothing more, so the next claim,
+    which gets the same number, is the only run with it."""
+    now = utcnow()
+    released = session.execute(
+        update(PostProcessorJob)
+        .where(_guard(job))
+        .values(
+            status=JobStatus.PENDING.value,
+            attempts=PostProcessorJob.attempts - 1,
+            error=(
+                f"Attempt {job.attempt} was stopped by a worker shutdown and put back; "
+                "it does not count."
+            ),
+            updated_at=now,
+            lease_expires_at=None,
+        )
+        .returning(PostProcessorJob.id)
+    ).one_or_none()
+    if released is None:
+        return False
+    enqueue_after_commit(
+        session,
+        session.get_one(PostProcessorJob, job.job_id),
+        job.config.name,
+        job.config.model_type,
+    )
+    return True
+
+
 def abandon_attempt(
     session: Session,
     job_id: uuid.UUID,

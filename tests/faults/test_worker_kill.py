@@ -32,12 +32,14 @@ from tests.faults.plugins import pid_file
 from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
 
 LEASE_SECONDS = 3
+GRACE_SECONDS = 2
 ENV = {
     "POST_PROCESSORS": os.environ["POST_PROCESSORS"]
     + ",tests.faults.plugins:StallingModel,tests.faults.plugins:CrashingModel",
     "JOB_LEASE_SECONDS": str(LEASE_SECONDS),
     "JOB_HEARTBEAT_SECONDS": "1",
     "REAPER_INTERVAL_SECONDS": "0.5",
+    "WORKER_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
     # One job at a time: after a kill, only the replacement process can
     # serve the next job. No models to load: only the test model runs.
     "WORKER_CONCURRENCY": "1",
@@ -185,7 +187,11 @@ def assert_completed_once(client, dataset, item, job) -> None:
     process), its predictions written once."""
     assert (job["status"], job["attempts"]) == ("completed", 2), job
     # The model ran twice: the lost run and the one that counted.
-    assert json.loads(job["result"])["runs"] == 2, job
+    assert_written_once(client, dataset, item, job, runs=2)
+
+
+def assert_written_once(client, dataset, item, job, runs: int) -> None:
+    assert json.loads(job["result"])["runs"] == runs, job
     labels = ok(client.get(version_path(dataset) + "/labels"))
     names = {label["id"]: label["name"] for label in labels}
     annotations = ok(client.get(item_path(dataset, item)))["annotations"]
@@ -235,7 +241,8 @@ def test_a_killed_worker_loses_its_job_to_the_next_worker(api, workers):
 
 def test_sigterm_lets_the_running_job_finish_and_leaves_nothing_processing(api, workers):
     worker = workers("c")
-    dataset, post_processor = stalling(api, sleep=3)
+    # Started before the signal, it ends within the grace period.
+    dataset, post_processor = stalling(api, sleep=GRACE_SECONDS / 2)
     item = uploaded_item(api, dataset)
     running_pid(post_processor, item)
 
@@ -246,6 +253,33 @@ def test_sigterm_lets_the_running_job_finish_and_leaves_nothing_processing(api, 
     assert (job["status"], job["attempts"]) == ("completed", 1), job
     processing = ok(api.get(f"/datasets/{dataset['id']}/post-processors/jobs?status=processing"))
     assert processing == []
+
+
+def test_sigterm_puts_back_a_job_still_running_after_the_grace_period(api, workers):
+    worker = workers("f1")
+    dataset, post_processor = stalling(api, sleep=60)
+    item = uploaded_item(api, dataset)
+    running_pid(post_processor, item)
+
+    worker.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert worker.wait(timeout=GRACE_SECONDS + 15) == 0
+    stopped = time.monotonic() - signalled
+    print(f"\nSIGTERM with a {GRACE_SECONDS} s grace -> worker gone: {stopped:.1f} s")
+
+    # Put back at once, and the stopped run does not count. (The filesystem
+    # broker's worker may still take the message sent on putting it back,
+    # and complete the job, before it exits.)
+    job = the_job(api, dataset, item)
+    assert "event=job.put_back" in (VAR_DIR / "faults-worker-f1.log").read_text()
+    if job["status"] != "completed":
+        assert (job["status"], job["attempts"]) == ("pending", 0), job
+        assert "Attempt 1 was stopped by a worker shutdown" in job["error"]
+        workers("f2")
+        job = wait_for_status(api, dataset, item, "completed", timeout=15)
+    assert job["attempts"] == 1, job
+    assert job["error"] is None
+    assert_written_once(api, dataset, item, job, runs=2)
 
 
 def test_fifty_simultaneous_retries_enqueue_once(api, workers):

@@ -211,3 +211,39 @@ def test_a_worker_without_its_broker_stops_its_runs():
     from worker.app import celery_app
 
     assert celery_app.conf.worker_cancel_long_running_tasks_on_connection_loss is True
+
+
+def test_a_run_stopped_by_a_shutdown_is_put_back_without_counting(sent):
+    job, _item, _version = make_job()
+    claim(job.id)
+    claimed = claim_again_after_a_lost_run(job.id)  # attempt 2
+
+    with session_scope() as session:
+        assert jobs.put_back(session, claimed)
+
+    put_back = row(job.id)
+    assert (put_back.status, put_back.attempts, put_back.lease_expires_at) == ("pending", 1, None)
+    assert "Attempt 2 was stopped by a worker shutdown" in put_back.error
+    assert [message.job_id for message in sent] == [str(job.id)] * 2
+    # The next claim gets attempt 2 again.
+    assert claim(job.id).attempt == 2
+
+
+def test_a_stale_run_cannot_put_the_job_back(sent):
+    job, _item, _version = make_job()
+    stale = claim(job.id)
+    claim_again_after_a_lost_run(job.id)
+
+    with session_scope() as session:
+        assert not jobs.put_back(session, stale)
+
+    current = row(job.id)
+    assert (current.status, current.attempts) == ("processing", 2)
+
+
+def claim_again_after_a_lost_run(job_id):
+    """Attempt 1's lease runs out, the reaper takes the job back (sending it
+    once), and another worker claims attempt 2."""
+    set_lease(job_id, -1)
+    sweep_once()
+    return claim(job_id)

@@ -1,0 +1,69 @@
+"""A warm shutdown with a time limit.
+
+On SIGTERM, Celery stops taking messages and waits for the running tasks,
+however long they take. After `worker_shutdown_grace_seconds` this module
+interrupts the jobs still running: their processes put them back to
+pending and send them again, so another worker takes them at once and
+nothing is left `processing`. (Celery's own soft shutdown sleeps out its
+whole timeout even when the jobs finish sooner, and leaves the job to the
+broker's redelivery and the lease's expiry.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+
+from celery.signals import worker_shutting_down
+from celery.worker import state
+
+from shared.services.execution import interrupt_model
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# Not used by Celery or billiard in a pool process.
+INTERRUPT = signal.SIGUSR2
+
+
+def listen_for_interrupts() -> None:
+    """In a pool process, before each job. Not once at process start:
+    billiard's pool installs its own handlers for every signal after the
+    process initialisers have run, when its pool runs with threads (as on
+    the filesystem broker)."""
+    if signal.getsignal(INTERRUPT) is not _on_interrupt:
+        signal.signal(INTERRUPT, _on_interrupt)
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    interrupt_model()
+
+
+@worker_shutting_down.connect
+def start_grace_period(how: str = "", **_: object) -> None:
+    """In the worker's main process, as a warm shutdown begins."""
+    if how != "Warm":
+        return  # a cold shutdown stops the jobs at once; the reaper takes them back
+    grace = get_settings().worker_shutdown_grace_seconds
+    timer = threading.Timer(grace, interrupt_running_jobs, args=(grace,))
+    timer.daemon = True  # the worker may well exit before it fires
+    timer.start()
+
+
+def interrupt_running_jobs(grace: float) -> None:
+    for request in tuple(state.active_requests):
+        pid = request.worker_pid
+        if not pid or pid == os.getpid():
+            continue  # not started yet, or run in this process (no pool)
+        log.warning(
+            "event=job.interrupted grace=%gs job_id=%s pid=%s",
+            grace,
+            request.kwargs.get("job_id"),
+            pid,
+        )
+        with contextlib.suppress(ProcessLookupError):  # finished meanwhile
+            os.kill(pid, INTERRUPT)
