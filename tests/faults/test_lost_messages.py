@@ -3,12 +3,17 @@ or the API dies, between the commit and the send): the upload and its job
 are kept, and the reaper sends the message later.
 
 The API runs with a broker URL nobody listens on, so that every send after
-a commit fails; the worker and the reaper use the real broker.
+a commit fails, or with one that accepts connections and never answers, so
+that it can be killed while it sends; the worker and the reaper use the
+real broker.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -17,7 +22,7 @@ import pytest
 
 from tests.builders import item_path, make_dataset, make_item, make_post_processor, ok, upload
 from tests.conftest import BACKEND, VAR_DIR
-from tests.faults.test_worker_kill import wait_for_status
+from tests.faults.test_worker_kill import wait_for_status, wait_until
 from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
 
 PENDING_AFTER = 2.0
@@ -76,3 +81,84 @@ def test_a_job_whose_message_was_lost_is_sent_by_the_reaper(api):
     assert job["attempts"] == 1
     # Only the reaper could have sent it: the API's own send failed.
     assert "event=job.resent" in (VAR_DIR / "lost-reaper.log").read_text()
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A TCP server that accepts connections and never answers: a send to it
+    hangs after the commit, as on a broker that stopped responding."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:  # closed
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0", accepted
+    server.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_an_api_killed_between_commit_and_send_loses_no_job(silent_broker):
+    broker_url, accepted = silent_broker
+    port = free_port()
+    key = itemflow("users", "create", f"killed-{os.urandom(4).hex()}", env=ENV).strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    base = f"http://127.0.0.1:{port}"
+    api = spawn("api", log_name="killed-api", API_PORT=str(port), **ENV, BROKER_URL=broker_url)
+    try:
+        wait_for_http(base + "/healthz")
+        client = httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=30)
+        dataset = make_dataset(client)
+        make_post_processor(
+            client, dataset, name="flaky", model_type="classification", model_id="test-flaky"
+        )
+        item = make_item(client, dataset)
+        # The upload commits, then hangs sending its message.
+        answers: list[object] = []
+
+        def send_upload() -> None:
+            try:
+                answers.append(upload(client, dataset, item, b"some text\n", "a.txt"))
+            except httpx.TransportError as error:
+                answers.append(error)
+
+        hanging = threading.Thread(target=send_upload, daemon=True)
+        hanging.start()
+        jobs = item_path(dataset, item) + "/jobs"
+        wait_until(lambda: ok(client.get(jobs)), 15, "the upload committed")
+        wait_until(lambda: accepted, 15, "the API connected to the broker")
+        assert hanging.is_alive()
+
+        os.kill(api.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        api.wait(timeout=10)
+        hanging.join(timeout=10)
+        # The client saw the connection drop, never an answer.
+        assert [type(answer) for answer in answers] == [httpx.RemoteProtocolError]
+    finally:
+        stop(api)
+
+    # Everything else comes back on the real broker; the API too.
+    processes = [
+        spawn("api", log_name="killed-api-2", API_PORT=str(port), **ENV),
+        spawn("worker", "--name=killed@%h", log_name="killed-worker", **ENV),
+        spawn("reaper", log_name="killed-reaper", **ENV),
+    ]
+    try:
+        wait_for_http(base + "/healthz")
+        with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=30) as client:
+            job = wait_for_status(client, dataset, item, "completed", timeout=PENDING_AFTER + 30)
+            delay = time.monotonic() - killed
+            print(f"\nAPI SIGKILLed while sending -> job completed {delay:.1f} s")
+            assert ok(client.get(item_path(dataset, item)))["name"] == item["name"]
+    finally:
+        for process in processes:
+            stop(process)
+    assert job["attempts"] == 1
+    assert "event=job.resent" in (VAR_DIR / "killed-reaper.log").read_text()

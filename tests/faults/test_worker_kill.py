@@ -282,6 +282,38 @@ def test_sigterm_puts_back_a_job_still_running_after_the_grace_period(api, worke
     assert_written_once(api, dataset, item, job, runs=2)
 
 
+def test_the_same_message_delivered_three_times_at_once_runs_once(api, workers):
+    from shared.queue import TASK_NAME, queue_for
+    from shared.settings import Settings
+    from worker.app import make_celery
+
+    workers("g1"), workers("g2")
+    dataset, post_processor = stalling(api, sleep=2)
+    item = uploaded_item(api, dataset)
+    [job] = ok(api.get(item_path(dataset, item) + "/jobs"))
+    # Two more copies of the message the upload sent, as a broker that
+    # redelivers might: one worker runs the job, the other gets the copies
+    # while it runs.
+    settings = Settings(**{name.lower(): value for name, value in ENV.items()})
+    sender = make_celery(settings)
+    message = {
+        "job_id": job["id"],
+        "item_id": item["id"],
+        "post_processor": post_processor["name"],
+        "model_type": "classification",
+    }
+    for _ in range(2):
+        sender.send_task(TASK_NAME, kwargs=message, queue=queue_for("classification", settings))
+
+    job = wait_for_status(api, dataset, item, "completed", timeout=20)
+
+    assert job["attempts"] == 1, job
+    assert_written_once(api, dataset, item, job, runs=1)
+    logs = [(VAR_DIR / f"faults-worker-{name}.log").read_text() for name in ("g1", "g2")]
+    skipped = sum(log.count(f"event=job.skipped job_id={job['id']}") for log in logs)
+    assert skipped == 2
+
+
 def test_fifty_simultaneous_retries_enqueue_once(api, workers):
     from concurrent.futures import ThreadPoolExecutor
 
