@@ -25,7 +25,24 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        # A connection the server dropped (a restart) is replaced, not used.
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        # A server that accepts connections but never answers (frozen, behind
+        # a hung proxy) or vanishes mid-query must not hold a request or a
+        # job forever: give up connecting after 5 s, and let TCP keepalives
+        # find a dead peer of an open connection within about a minute.
+        connect_args={
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -7,6 +7,7 @@ import uuid
 
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared.db import get_engine
 from shared.postprocessors.registry import get_registry
@@ -17,7 +18,18 @@ from worker.app import celery_app
 from worker.shutdown import listen_for_interrupts
 
 
-@celery_app.task(name=TASK_NAME, ignore_result=True)
+@celery_app.task(
+    name=TASK_NAME,
+    ignore_result=True,
+    # The database is unreachable (down, restarting): the message is sent
+    # again with back-off, for about a quarter of an hour, rather than used up
+    # and left to the reaper's sweep for quiet jobs (10 min by default). A
+    # copy for a job already claimed or done finds nothing to claim.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=20,
+)
 def run_post_processor(
     job_id: str, item_id: str = "", post_processor: str = "", model_type: str = ""
 ) -> str:
