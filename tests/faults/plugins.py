@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from shared.postprocessors.base import (
     PostProcessorConfig,
     PostProcessorModel,
     Prediction,
+    TransientError,
 )
 from tests.plugins import runs_so_far
 
@@ -65,3 +67,31 @@ class CrashingModel(PostProcessorModel):
 
         os.kill(os.getpid(), signal.SIGKILL)
         raise AssertionError("unreachable")
+
+
+def runs_file(post_processor_id: str) -> Path:
+    """Where the unreliable model writes one line per run: item id, outcome."""
+    return Path(os.environ["ITEMFLOW_TEST_STATE_DIR"]) / f"runs-{post_processor_id}.log"
+
+
+class UnreliableModel(PostProcessorModel):
+    """Fails transiently at random, `failure_rate` of its runs (from the
+    prompt, as JSON; 0.3 if not given), else writes "done <item name>" as
+    the item's text. Each run is also written to `runs_file`, so that a test
+    can count the runs apart from what the database says."""
+
+    model_type = "classification"
+    model_id = "test-unreliable"
+    name = "unreliable test model"
+    kind = "test"
+
+    def run(self, item: ItemInput, file: Path | None, config: PostProcessorConfig) -> ModelOutput:
+        options = json.loads(config.prompt or "{}")
+        failed = random.random() < options.get("failure_rate", 0.3)
+        # One short line per write in append mode: lines from processes
+        # writing at once do not interleave.
+        with open(runs_file(str(config.id)), "a") as runs:
+            runs.write(f"{item.id} {'failed' if failed else 'ok'}\n")
+        if failed:
+            raise TransientError("a random transient failure")
+        return ModelOutput(raw={"item": str(item.id)}, text=f"done {item.name}")
