@@ -1,15 +1,27 @@
 """`make test`: the whole suite on PostgreSQL + Redis when they answer, then
 the API suite once more on the embedded default (SQLite + filesystem
 broker). Without PostgreSQL and Redis, everything runs embedded and says so.
+
+The fault tests mostly wait (for leases to run out, workers to stop,
+servers to restart), so they run beside the rest, as a pytest run of their
+own; each run has its own database, queues and files. Their output is
+printed whole as each ends. With arguments (`make test ARGS=...` or
+`python -m tests.run -k ...`), everything runs in one pytest run, as asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 
+SPLIT = (
+    ("the suite but the fault tests", ["tests", "--ignore=tests/faults"]),
+    ("the fault tests", ["tests/faults"]),
+)
 SERVICES = {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)}
 
 
@@ -27,6 +39,26 @@ def pytest(backend: str, *args: str) -> int:
     return subprocess.call([sys.executable, "-m", "pytest", *args], env=env)
 
 
+def side_by_side(backend: str, *runs: tuple[str, list[str]]) -> int:
+    """Several pytest runs at once; each one's output printed when it ends."""
+    env = {**os.environ, "ITEMFLOW_TEST_BACKEND": backend}
+    failed = 0
+    with contextlib.ExitStack() as stack:
+        started = []
+        for title, args in runs:
+            log = stack.enter_context(tempfile.TemporaryFile())
+            command = [sys.executable, "-m", "pytest", *args]
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+            started.append((title, log, process))
+        for title, log, process in started:
+            failed |= process.wait()
+            print(f"\n=== {title} on {describe(backend)} ===", flush=True)
+            log.seek(0)
+            sys.stdout.buffer.write(log.read())
+            sys.stdout.flush()
+    return failed
+
+
 def describe(backend: str) -> str:
     if backend == "services":
         return "PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379)"
@@ -41,10 +73,14 @@ def main() -> int:
             print(f"{' and '.join(missing)} not reachable, and this run requires them.")
             return 1
         print(f"{' and '.join(missing)} not reachable: running everything embedded.")
-        return pytest("embedded", *extra)
-    failed = pytest("services", *extra)
-    failed |= pytest("embedded", "tests/api", *extra)
-    return failed
+        if extra:
+            return pytest("embedded", *extra)
+        return side_by_side("embedded", *SPLIT)
+    if extra:
+        failed = pytest("services", *extra)
+        return failed | pytest("embedded", "tests/api", *extra)
+    failed = side_by_side("services", *SPLIT)
+    return failed | pytest("embedded", "tests/api")
 
 
 if __name__ == "__main__":
