@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import FrameType
 
 from celery.signals import worker_shutting_down
@@ -49,16 +50,26 @@ def start_grace_period(how: str = "", **_: object) -> None:
     if how != "Warm":
         return  # a cold shutdown stops the jobs at once; the reaper takes them back
     grace = get_settings().worker_shutdown_grace_seconds
-    timer = threading.Timer(grace, interrupt_running_jobs, args=(grace,))
-    timer.daemon = True  # the worker may well exit before it fires
-    timer.start()
+    # A daemon: the worker may well exit before the grace period is over.
+    threading.Thread(target=_interrupt_after, args=(grace,), daemon=True).start()
 
 
-def interrupt_running_jobs(grace: float) -> None:
+def _interrupt_after(grace: float) -> None:
+    time.sleep(grace)
+    interrupted: set[str] = set()
+    # Not once but until the worker exits: on the filesystem broker a worker
+    # in warm shutdown may still start a job, such as one just put back.
+    while True:
+        interrupt_running_jobs(grace, interrupted)
+        time.sleep(0.5)
+
+
+def interrupt_running_jobs(grace: float, interrupted: set[str]) -> None:
     for request in tuple(state.active_requests):
         pid = request.worker_pid
-        if not pid or pid == os.getpid():
-            continue  # not started yet, or run in this process (no pool)
+        if not pid or pid == os.getpid() or request.id in interrupted:
+            continue  # not started yet, run in this process (no pool), or done
+        interrupted.add(request.id)
         log.warning(
             "event=job.interrupted grace=%gs job_id=%s pid=%s",
             grace,
