@@ -10,6 +10,7 @@ sits in memory at its original rate.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,35 @@ def load_speech(item: ItemInput, file: Path | None) -> Any:
         raise PermanentError(f"Speech models read audio; this file is {item.media_type!r}.")
     if item.media_type in UNSUPPORTED_MEDIA_TYPES:
         raise PermanentError(UNSUPPORTED_MEDIA_TYPES[item.media_type])
+    if item.media_type == "audio/wav":
+        check_wav_complete(file)
     return decode_to_pcm16(file)
+
+
+def check_wav_complete(file: Path) -> None:
+    """Refuse a WAV file cut short. libsndfile reads one as far as it goes
+    and reports the length present, so a transcript of half an upload would
+    look like a whole one; the data chunk's header says what should be
+    there. Sizes 0 and 0xFFFFFFFF are what recorders writing a stream put
+    before they know the length: those are taken as they are."""
+    size = file.stat().st_size
+    with open(file, "rb") as wav:
+        head = wav.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return  # RF64 and the like: left to libsndfile
+        offset = 12
+        while offset + 8 <= size:
+            wav.seek(offset)
+            kind, length = struct.unpack("<4sI", wav.read(8))
+            if kind == b"data":
+                present = size - offset - 8
+                if length not in (0, 0xFFFFFFFF) and length > present:
+                    raise PermanentError(
+                        f"The audio file is cut short: its header declares {length} bytes "
+                        f"of sound and it holds {present}."
+                    )
+                return
+            offset += 8 + length + (length & 1)  # chunks are padded to even sizes
 
 
 def decode_to_pcm16(file: Path) -> Any:

@@ -416,10 +416,10 @@ def test_a_wav_cut_short_in_its_header_fails_its_job(client, worker):
     assert error == "The audio file cannot be decoded: Error in WAV file. No 'data' chunk marker."
 
 
-def test_a_wav_cut_short_in_its_samples_is_transcribed_as_far_as_it_goes(client, worker):
-    """libsndfile reads a WAV whose samples end before its header says as far
-    as they go, and the speech model does not refuse it: the job completes,
-    once, with the words of the part that arrived and no sign of the rest."""
+def test_a_wav_cut_short_in_its_samples_fails_its_job(client, worker):
+    """libsndfile would read a WAV whose samples end before its header says
+    as far as they go: the speech model refuses it instead of writing a
+    transcript of the part that arrived as if it were the whole."""
     dataset = dataset_with(client, "stt")
     whole = SPEECH.read_bytes()
     seconds = 3
@@ -428,9 +428,12 @@ def test_a_wav_cut_short_in_its_samples_is_transcribed_as_far_as_it_goes(client,
 
     [job] = jobs_by_model(client, dataset, item).values()
 
-    assert (job["status"], job["attempts"], job["error"]) == ("completed", 1, None), job
-    text = ok(client.get(item_path(dataset, item)))["text"]
-    assert "best of times" in text and "worst" not in text, text
+    error = assert_failed_once(job)
+    assert error == (
+        f"The audio file is cut short: its header declares {len(whole) - 44} bytes of sound"
+        f" and it holds {seconds * 16_000 * 2}."
+    )
+    assert ok(client.get(item_path(dataset, item)))["text"] == ""
 
 
 def test_a_pdf_of_thousands_of_pages_fails_on_the_page_limit_without_reading_them(client, worker):

@@ -175,3 +175,40 @@ def test_a_run_stopped_mid_utterance_leaves_the_decoder_usable(model, monkeypatc
 
     again = model.run(audio_item(), REAL_SPEECH, CONFIG)
     assert again.text.startswith("it was the best of times")
+
+
+def wav_bytes(tmp_path, seconds=1.0, extra_chunk=b""):
+    """A 16 kHz mono 16-bit WAV, with an odd-sized chunk before its data
+    when `extra_chunk` is given."""
+    path = tmp_path / "whole.wav"
+    soundfile.write(path, numpy.zeros(int(16_000 * seconds), dtype="int16"), 16_000)
+    content = path.read_bytes()
+    if extra_chunk:
+        at = content.index(b"data")
+        padded = extra_chunk + b"\0" * (len(extra_chunk) & 1)
+        chunk = b"note" + len(extra_chunk).to_bytes(4, "little") + padded
+        content = content[:at] + chunk + content[at:]
+        content = content[:4] + (len(content) - 8).to_bytes(4, "little") + content[8:]
+    return content
+
+
+@pytest.mark.parametrize("extra_chunk", [b"", b"odd"])
+def test_refuses_a_wav_cut_short_in_its_samples(tmp_path, extra_chunk):
+    content = wav_bytes(tmp_path, extra_chunk=extra_chunk)
+    path = tmp_path / "cut.wav"
+    path.write_bytes(content[:-1000])
+    audio.check_wav_complete(tmp_path / "whole.wav")  # the whole one passes
+
+    with pytest.raises(PermanentError, match="cut short.*declares 32000 bytes.*holds 31000"):
+        audio.load_speech(audio_item(), path)
+
+
+@pytest.mark.parametrize("declared", [0, 0xFFFFFFFF])
+def test_takes_a_streamed_wav_whose_header_does_not_know_its_length(tmp_path, declared):
+    content = bytearray(wav_bytes(tmp_path))
+    at = content.index(b"data")
+    content[at + 4 : at + 8] = declared.to_bytes(4, "little")
+    path = tmp_path / "streamed.wav"
+    path.write_bytes(content)
+
+    audio.check_wav_complete(path)
