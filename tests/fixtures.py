@@ -56,6 +56,22 @@ def database() -> Iterator[None]:
     get_engine().dispose()
     if BACKEND == "services":
         _drop_postgres_database()
+        _delete_redis_keys()
+
+
+def _delete_redis_keys() -> None:
+    """The run's queues and kombu's bindings for them, which would otherwise
+    pile up in the test Redis database run after run."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["BROKER_URL"])
+    prefix = os.environ["QUEUE_NAME"]
+    # The prefix followed by "." or "-": not another run's longer pid.
+    for pattern in (f"*{prefix}.*", f"*{prefix}-*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture(scope="session")
