@@ -14,6 +14,7 @@ from shared.models import (
     Annotation,
     DatasetItem,
     DatasetSplit,
+    DatasetVersion,
     Label,
     PostProcessorJob,
     item_splits,
@@ -74,6 +75,14 @@ def _write_annotations(
             Annotation.item_id == item_id, Annotation.job_id.in_(same_post_processor)
         )
     )
+    if config.auto_create_labels and output.predictions:
+        # Jobs of one version finishing at once would each find a new label
+        # missing and create it: the version's row, locked until the commit,
+        # makes them take turns, and the next one reads the label the first
+        # created. (SQLite's BEGIN IMMEDIATE already lets one writer in.)
+        session.execute(
+            select(DatasetVersion.id).where(DatasetVersion.id == item.version_id).with_for_update()
+        )
     labels = {
         label.name.casefold(): label
         for label in session.scalars(select(Label).where(Label.version_id == item.version_id))

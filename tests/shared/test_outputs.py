@@ -116,3 +116,54 @@ def test_a_rerun_replaces_its_annotations_and_keeps_a_persons():
 
     names = [(name, job_id) for name, _coordinates, job_id in annotations_of(item)]
     assert names == [("cat", later.id), ("mat", later.id), ("person-made", None)]
+
+
+def test_jobs_finishing_at_once_create_a_missing_label_once():
+    """Many jobs of one version, each auto-creating the same new labels, all
+    recorded at the same moment."""
+    import threading
+
+    job, item, version = make_job()
+    others = []
+    with session_scope() as session:
+        for index in range(11):
+            other = DatasetItem(
+                version_id=version.id,
+                dataset_id=item.dataset_id,
+                user_id=item.user_id,
+                name=f"item {index}",
+            )
+            session.add(other)
+            session.flush()
+            other_job = PostProcessorJob(
+                post_processor_id=job.post_processor_id,
+                dataset_item_id=other.id,
+                dataset_id=item.dataset_id,
+                user_id=item.user_id,
+            )
+            session.add(other_job)
+            session.flush()
+            others.append((other_job, other))
+    pairs = [(job, item), *others]
+    start = threading.Barrier(len(pairs))
+    errors = []
+
+    def record(pair):
+        try:
+            start.wait()
+            apply(*pair, output_target="annotations", auto_create_labels=True)
+        except Exception as error:  # reported below, with the thread's error
+            errors.append(error)
+
+    threads = [threading.Thread(target=record, args=(pair,)) for pair in pairs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    with session_scope() as session:
+        names = session.scalars(select(Label.name).where(Label.version_id == version.id)).all()
+    assert sorted(names) == ["cat", "mat"]
+    for _job, each in pairs:
+        assert [name for name, _, _ in annotations_of(each)] == ["cat", "mat"]
