@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
@@ -88,3 +89,15 @@ def session_scope() -> Iterator[Session]:
 
 def after_commit(session: Session, action: Callable[[], None]) -> None:
     session.info.setdefault("after_commit", []).append(action)
+
+
+def database_now(session: Session) -> datetime:
+    """The time by the database server's clock, for the leases that workers
+    and the reaper on different machines compare: skew between their clocks
+    must not take a live job from its worker. On PostgreSQL that is the
+    start of the session's transaction. SQLite serves one machine, whose
+    clock is this process's."""
+    if session.get_bind().dialect.name == "postgresql":
+        now: datetime = session.execute(select(func.now())).scalar_one()
+        return now.astimezone(UTC)
+    return datetime.now(UTC)

@@ -16,8 +16,8 @@ from datetime import timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
-from shared.db import session_scope
-from shared.models import PostProcessorJob, utcnow
+from shared.db import database_now, session_scope
+from shared.models import PostProcessorJob
 from shared.postprocessors.base import ModelOutput, PermanentError, TransientError
 from shared.postprocessors.registry import get_registry
 from shared.services import jobs
@@ -101,8 +101,8 @@ def abandon_timed_out(job_id: uuid.UUID, seconds: float) -> str | None:
     # claimed the job since, that claim came a lease after the killed one
     # and must be left alone.
     lease = get_settings().job_lease_seconds
-    started_before = utcnow() - timedelta(seconds=seconds - lease)
     with session_scope() as session:
+        started_before = database_now(session) - timedelta(seconds=seconds - lease)
         attempt = session.scalar(
             select(PostProcessorJob.attempts).where(
                 PostProcessorJob.id == job_id, PostProcessorJob.started_at < started_before

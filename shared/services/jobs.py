@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared import queue
-from shared.db import after_commit
+from shared.db import after_commit, database_now
 from shared.errors import Conflict, NotFound
 from shared.models import (
     DatasetItem,
@@ -100,7 +100,7 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
     """Take a pending job for this worker, leased to it for
     `job_lease_seconds`; None when there is nothing to take (the job is gone,
     done, or another worker has it)."""
-    now = utcnow()
+    now = database_now(session)
     claimed = session.execute(
         update(PostProcessorJob)
         .where(PostProcessorJob.id == job_id, PostProcessorJob.status == JobStatus.PENDING.value)
@@ -159,7 +159,10 @@ def renew_lease(session: Session, job: ClaimedJob) -> bool:
         update(PostProcessorJob)
         .where(_guard(job))
         # updated_at stays: it says when the job last changed state.
-        .values(lease_expires_at=_lease_from(utcnow()), updated_at=PostProcessorJob.updated_at)
+        .values(
+            lease_expires_at=_lease_from(database_now(session)),
+            updated_at=PostProcessorJob.updated_at,
+        )
         .returning(PostProcessorJob.id)
     ).one_or_none()
     return renewed is not None

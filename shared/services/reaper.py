@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.models import JobStatus, PostProcessor, PostProcessorJob, utcnow
+from shared.db import database_now
+from shared.models import JobStatus, PostProcessor, PostProcessorJob
 from shared.services.jobs import abandon_attempt, enqueue_after_commit
 from shared.settings import get_settings
 
@@ -35,7 +36,7 @@ class Swept:
 
 def sweep(session: Session, now: datetime | None = None) -> Swept:
     settings = get_settings()
-    now = now or utcnow()
+    now = now or database_now(session)
     swept = Swept()
     # A running job's worker renews its lease; a lease that ran out means the
     # worker is gone. A job claimed before leases existed has none: a run

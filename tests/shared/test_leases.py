@@ -247,3 +247,21 @@ def claim_again_after_a_lost_run(job_id):
     set_lease(job_id, -1)
     sweep_once()
     return claim(job_id)
+
+
+def test_a_worker_whose_clock_is_behind_keeps_its_job(sent, monkeypatch):
+    """Leases are taken and compared by the database's clock: a worker
+    machine five minutes slow neither writes a lease that has already run
+    out nor loses its job to the reaper."""
+    job, _item, _version = make_job()
+    monkeypatch.setattr(jobs, "utcnow", lambda: utcnow() - timedelta(minutes=5))
+    claimed = claim(job.id)
+    with session_scope() as session:
+        assert jobs.renew_lease(session, claimed)
+    monkeypatch.undo()
+
+    swept = sweep_once()
+
+    assert swept.taken_back == 0
+    assert row(job.id).status == "processing"
+    assert sent == []
