@@ -22,6 +22,7 @@ import pytest
 
 from tests.builders import item_path, make_dataset, make_item, make_post_processor, ok, upload
 from tests.conftest import BACKEND, VAR_DIR
+from tests.faults.stack import running_api
 from tests.faults.test_worker_kill import wait_for_status, wait_until
 from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
 
@@ -41,19 +42,8 @@ DEAD_BROKER = "redis://127.0.0.1:1/0"
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[httpx.Client]:
-    port = free_port()
-    itemflow("migrate", env=ENV)
-    key = itemflow("users", "create", f"lost-{os.urandom(4).hex()}", env=ENV).strip()
-    api = spawn("api", log_name="lost-api", API_PORT=str(port), **ENV, BROKER_URL=DEAD_BROKER)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base + "/healthz")
-        with httpx.Client(
-            base_url=base + "/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30
-        ) as client:
-            yield client
-    finally:
-        stop(api)
+    with running_api(ENV, "lost", reaper=False, api_env={"BROKER_URL": DEAD_BROKER}) as client:
+        yield client
 
 
 def test_a_job_whose_message_was_lost_is_sent_by_the_reaper(api):

@@ -24,8 +24,9 @@ import pytest
 from tests.builders import make_dataset, make_item, make_post_processor, ok, upload, version_path
 from tests.conftest import BACKEND, VAR_DIR
 from tests.faults.plugins import runs_file
+from tests.faults.stack import running_api
 from tests.faults.test_worker_kill import wait_until
-from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
+from tests.fixtures import spawn, stop, wait_for_worker
 
 UPLOADS = int(os.environ.get("SOAK_UPLOADS", "300"))
 WORKERS = 4
@@ -46,28 +47,18 @@ else:
 @pytest.fixture(scope="module")
 def api() -> Iterator[httpx.Client]:
     """The API, 4 workers and the reaper, as `itemflow up` would run them."""
-    port = free_port()
-    itemflow("migrate", env=ENV)
-    key = itemflow("users", "create", f"soak-{os.urandom(4).hex()}", env=ENV).strip()
-    processes = [
-        spawn("api", log_name="soak-api", API_PORT=str(port), **ENV),
-        spawn("reaper", log_name="soak-reaper", **ENV),
-    ]
     workers = [
         spawn("worker", f"--name=soak-{index}@%h", log_name=f"soak-worker-{index}", **ENV)
         for index in range(WORKERS)
     ]
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(base + "/healthz")
-        for index, worker in enumerate(workers):
-            wait_for_worker(worker, f"soak-worker-{index}")
-        headers = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
+        with running_api(ENV, "soak", timeout=60) as client:
+            for index, worker in enumerate(workers):
+                wait_for_worker(worker, f"soak-worker-{index}")
             yield client
     finally:
-        for process in processes + workers:
-            stop(process)
+        for worker in workers:
+            stop(worker)
 
 
 def everything(client: httpx.Client, path: str) -> list[dict[str, Any]]:

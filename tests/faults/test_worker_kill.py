@@ -29,7 +29,8 @@ from tests.builders import (
 )
 from tests.conftest import BACKEND, VAR_DIR
 from tests.faults.plugins import pid_file
-from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
+from tests.faults.stack import running_api
+from tests.fixtures import spawn, wait_for_worker
 
 LEASE_SECONDS = 3
 GRACE_SECONDS = 2
@@ -95,22 +96,8 @@ def kill_worker(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def api() -> Iterator[httpx.Client]:
     """The API and the reaper as processes, and a client for a new user."""
-    port = free_port()
-    itemflow("migrate", env=ENV)
-    key = itemflow("users", "create", f"faults-{os.urandom(4).hex()}", env=ENV).strip()
-    processes = [
-        spawn("api", log_name="faults-api", API_PORT=str(port), **ENV),
-        spawn("reaper", log_name="faults-reaper", **ENV),
-    ]
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base + "/healthz")
-        headers = {"Authorization": f"Bearer {key}"}
-        with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=30) as client:
-            yield client
-    finally:
-        for process in processes:
-            stop(process)
+    with running_api(ENV, "faults") as client:
+        yield client
 
 
 @pytest.fixture

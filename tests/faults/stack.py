@@ -1,0 +1,43 @@
+"""The API (and the reaper) as processes with settings of a fault test's
+own, and a client for a new user of them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+
+from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http
+
+
+@contextlib.contextmanager
+def running_api(
+    env: dict[str, str],
+    name: str,
+    reaper: bool = True,
+    api_env: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> Iterator[httpx.Client]:
+    """`itemflow migrate`, then the API (with `api_env` on top of `env`)
+    and the reaper, their output in `<name>-api.log` and `<name>-reaper.log`;
+    yields a client with a new user's key. Everything stops at the end."""
+    port = free_port()
+    itemflow("migrate", env=env)
+    key = itemflow("users", "create", f"{name}-{os.urandom(4).hex()}", env=env).strip()
+    processes: list[subprocess.Popen[bytes]] = [
+        spawn("api", log_name=f"{name}-api", API_PORT=str(port), **{**env, **(api_env or {})})
+    ]
+    if reaper:
+        processes.append(spawn("reaper", log_name=f"{name}-reaper", **env))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/healthz")
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=timeout) as client:
+            yield client
+    finally:
+        for process in processes:
+            stop(process)
