@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     job_heartbeat_seconds: float = 15.0
     # A worker told to stop (SIGTERM) lets running jobs finish for this long,
     # then stops them and puts them back to pending for another worker.
-    worker_shutdown_grace_seconds: float = 30.0
+    worker_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
     # The reaper: how often it sweeps; how long a pending job may wait with no
     # message before one is sent again (longer than any back-off); for a

@@ -35,7 +35,11 @@ def listen_for_interrupts() -> None:
     """In a pool process, before each job. Not once at process start:
     billiard's pool installs its own handlers for every signal after the
     process initialisers have run, when its pool runs with threads (as on
-    the filesystem broker)."""
+    the filesystem broker). Only the prefork pool (what `itemflow worker`
+    runs) can be interrupted: elsewhere a task does not run in the main
+    thread of a process of its own."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     if signal.getsignal(INTERRUPT) is not _on_interrupt:
         signal.signal(INTERRUPT, _on_interrupt)
 
@@ -58,9 +62,15 @@ def _interrupt_after(grace: float) -> None:
     time.sleep(grace)
     interrupted: set[str] = set()
     # Not once but until the worker exits: on the filesystem broker a worker
-    # in warm shutdown may still start a job, such as one just put back.
+    # in warm shutdown may still hand a job to a pool process (which then
+    # gives it back unclaimed; see the task).
     while True:
-        interrupt_running_jobs(grace, interrupted)
+        try:
+            interrupt_running_jobs(grace, interrupted)
+        except Exception:
+            # The set of requests changed under us, or a pid was reused:
+            # try again on the next round rather than stop enforcing.
+            log.exception("interrupting running jobs failed")
         time.sleep(0.5)
 
 
@@ -68,7 +78,9 @@ def interrupt_running_jobs(grace: float, interrupted: set[str]) -> None:
     for request in tuple(state.active_requests):
         pid = request.worker_pid
         if not pid or pid == os.getpid() or request.id in interrupted:
-            continue  # not started yet, run in this process (no pool), or done
+            continue  # not started yet, run in this process (no pool), or done:
+            # a pool process keeps the interrupt and stops its job as soon
+            # as the model starts, however far the job had got.
         interrupted.add(request.id)
         log.warning(
             "event=job.interrupted grace=%gs job_id=%s pid=%s",

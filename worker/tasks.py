@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 
-from celery.exceptions import TimeLimitExceeded
+from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared.db import get_engine
 from shared.postprocessors.registry import get_registry
 from shared.queue import TASK_NAME
-from shared.services.execution import abandon_timed_out, run_job
+from shared.services.execution import abandon_timed_out, run_job, stopping
 from shared.settings import get_settings
 from worker.app import celery_app
 from worker.shutdown import listen_for_interrupts
@@ -28,6 +28,9 @@ from worker.shutdown import listen_for_interrupts
     autoretry_for=(OperationalError, InterfaceError),
     retry_backoff=2,
     retry_backoff_max=60,
+    # 2, 4, 8, 16, 32, then 60 s: without jitter, so that the quarter of an
+    # hour is what it says.
+    retry_jitter=False,
     max_retries=20,
 )
 def run_post_processor(
@@ -36,6 +39,10 @@ def run_post_processor(
     """Run one post-processor job. Only `job_id` is needed to run it; the
     rest is in the message so that Flower shows it."""
     listen_for_interrupts()
+    if stopping():
+        # This process's worker is shutting down and has stopped its jobs:
+        # the message goes back to the broker for another worker.
+        raise Reject("the worker is shutting down", requeue=True)
     return run_job(uuid.UUID(job_id)).status
 
 

@@ -36,13 +36,24 @@ class ShutdownInterrupt(BaseException):
 # Whether this process is inside a model's run: the only place where a
 # shutdown may interrupt a job (not while its outcome is being written).
 _model_running = False
+# Whether this process's worker has told it to stop: kept, so that a signal
+# that came while the job was being claimed still stops it before its model
+# runs, and so that the process starts no further job.
+_stopping = False
 
 
 def interrupt_model() -> None:
-    """Stop the model this process is running, if any; called from the
-    worker's signal handler at the end of its shutdown grace period."""
+    """Stop the model this process is running, if any, and any job it would
+    start; called from the worker's signal handler at the end of its
+    shutdown grace period."""
+    global _stopping
+    _stopping = True
     if _model_running:
         raise ShutdownInterrupt
+
+
+def stopping() -> bool:
+    return _stopping
 
 
 @dataclass(frozen=True)
@@ -164,19 +175,20 @@ def _run_model(claimed: jobs.ClaimedJob) -> ModelOutput:
     global _model_running
     model = get_registry().get(claimed.config.model_type, claimed.config.model_id)
     with ExitStack() as stack:
-        _model_running = True
-        stack.callback(_model_stopped)
         file = None
         if claimed.file_key:
             file = stack.enter_context(get_storage().local_path(claimed.file_key))
             if not file.exists():
                 raise PermanentError("The item's file is missing from storage.")
-        return model.run(claimed.item, file, claimed.config)
-
-
-def _model_stopped() -> None:
-    global _model_running
-    _model_running = False
+        # Interruptible only while the model itself runs: a finished result
+        # is not thrown away.
+        _model_running = True
+        try:
+            if _stopping:
+                raise ShutdownInterrupt
+            return model.run(claimed.item, file, claimed.config)
+        finally:
+            _model_running = False
 
 
 def _record_failure(
