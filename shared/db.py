@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, make_url, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
@@ -26,23 +26,28 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
+    # A server or host that vanishes (a crash, a network cut) must not hold a
+    # request or a job for the quarter of an hour TCP would wait: give up
+    # connecting after 5 s, probe idle connections with keepalives and give
+    # up on unacknowledged data after 30 s. (A server that is alive but
+    # stuck still answers the probes: only the hard time limit ends a job
+    # waiting on it.) What the URL sets itself is kept.
+    defaults = {
+        "connect_timeout": 5,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+    }
+    query = make_url(url).query
     return create_engine(
         url,
         # A connection the server dropped (a restart) is replaced, not used.
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
-        # A server that accepts connections but never answers (frozen, behind
-        # a hung proxy) or vanishes mid-query must not hold a request or a
-        # job forever: give up connecting after 5 s, and let TCP keepalives
-        # find a dead peer of an open connection within about a minute.
-        connect_args={
-            "connect_timeout": 5,
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        },
+        connect_args={name: value for name, value in defaults.items() if name not in query},
     )
 
 
@@ -100,4 +105,7 @@ def database_now(session: Session) -> datetime:
     if session.get_bind().dialect.name == "postgresql":
         now: datetime = session.execute(select(func.now())).scalar_one()
         return now.astimezone(UTC)
+    # Once this transaction holds SQLite's write lock, which it may have
+    # waited for: a lease must not start out partly used up.
+    session.execute(select(1))
     return datetime.now(UTC)

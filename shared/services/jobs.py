@@ -244,9 +244,10 @@ def put_back(session: Session, job: ClaimedJob) -> bool:
     send it again. The stopped run does not count as an attempt: it was not
     the job's fault. False when this run no longer holds the job.
 
-    Taking the attempt number back is safe because the run is over: its
-    heartbeat has stopped and it writes nothing more, so the next claim,
-    which gets the same number, is the only run with it."""
+    Taking the attempt number back is safe because the run is over and
+    writes nothing more, so the next claim, which gets the same number, is
+    the only run with it. (A heartbeat that outlived its 5 s join could at
+    most renew that next claim's lease once.)"""
     now = utcnow()
     released = session.execute(
         update(PostProcessorJob)
