@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ADMIN_DATABASE_URL, BACKEND, TEST_DATABASE, VAR_DIR
+from tests.conftest import ADMIN_DATABASE_URL, BACKEND, RUN_ID, TEST_DATABASE, VAR_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,7 +156,8 @@ def wait_for_worker(process: subprocess.Popen[bytes], log_name: str, timeout: fl
 @pytest.fixture(scope="session")
 def worker(database: None) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process on the run's broker and database."""
-    process = spawn("worker", log_name="worker")
+    # Named per run: runs side by side share the test Redis database.
+    process = spawn("worker", f"--name=session-{RUN_ID}@%h", log_name="worker")
     wait_for_worker(process, "worker")
     yield process
     stop(process)

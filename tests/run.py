@@ -47,7 +47,10 @@ def side_by_side(backend: str, *runs: tuple[str, list[str]]) -> int:
         started = []
         for title, args in runs:
             log = stack.enter_context(tempfile.TemporaryFile())
-            command = [sys.executable, "-m", "pytest", *args]
+            # A cache of its own each: the last run to end would otherwise
+            # overwrite the other's record of what failed (`--lf`).
+            cache = f"cache_dir=.pytest_cache/{title.replace(' ', '-')}"
+            command = [sys.executable, "-m", "pytest", "-o", cache, *args]
             process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
             started.append((title, log, process))
         for title, log, process in started:

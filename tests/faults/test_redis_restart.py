@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -146,14 +147,17 @@ def run_the_restart(
     # 200 jobs are queued when Redis stops.
     workers = [processes["w1"], processes["w2"]]
     pause(workers, signal.SIGSTOP)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        items = list(pool.map(new_upload, range(QUEUED)))
-    assert total(client, dataset, "pending") == QUEUED
-
-    redis_server.stop()
-    pause(workers, signal.SIGCONT)  # they find their connection gone
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            items = list(pool.map(new_upload, range(QUEUED)))
+        assert total(client, dataset, "pending") == QUEUED
+        redis_server.stop()
+    finally:
+        pause(workers, signal.SIGCONT)  # they find their connection gone
     # Uploads while Redis is down are kept; their jobs wait as pending.
     items += [new_upload(QUEUED + index) for index in range(WHILE_DOWN)]
+    reaper_log = VAR_DIR / "redis-reaper.log"
+    before_restart = len(reaper_log.read_text())
     redis_server.start()
     restarted = time.monotonic()
 
@@ -180,9 +184,10 @@ def run_the_restart(
     for item in items:
         annotations = ok(client.get(item_path(dataset, item)))["annotations"]
         assert len(annotations) == 2, (item, annotations)
-    resent = (VAR_DIR / "redis-reaper.log").read_text().count("event=job.resent")
-    print(f"messages the reaper sent again: {resent}")
-    assert resent >= QUEUED + WHILE_DOWN
+    # Every message was lost: each job was sent again after the restart.
+    resent = re.findall(r"event=job.resent job_id=(\S+)", reaper_log.read_text()[before_restart:])
+    print(f"messages the reaper sent again after the restart: {len(resent)}")
+    assert set(resent) == {job["id"] for job in jobs}
 
 
 def pause(workers: list[subprocess.Popen[bytes]], how: signal.Signals) -> None:
