@@ -10,6 +10,7 @@ real broker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -78,17 +79,20 @@ def silent_broker() -> Iterator[tuple[str, list[socket.socket]]]:
     """A TCP server that accepts connections and never answers: a send to it
     hangs after the commit, as on a broker that stopped responding."""
     server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
     accepted: list[socket.socket] = []
+    done = threading.Event()
 
     def accept() -> None:
-        while True:
-            try:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
                 accepted.append(server.accept()[0])
-            except OSError:  # closed
-                return
 
-    threading.Thread(target=accept, daemon=True).start()
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
     yield f"redis://127.0.0.1:{server.getsockname()[1]}/0", accepted
+    done.set()
+    thread.join(timeout=5)
     server.close()
     for connection in accepted:
         connection.close()
@@ -101,9 +105,9 @@ def test_an_api_killed_between_commit_and_send_loses_no_job(silent_broker):
     headers = {"Authorization": f"Bearer {key}"}
     base = f"http://127.0.0.1:{port}"
     api = spawn("api", log_name="killed-api", API_PORT=str(port), **ENV, BROKER_URL=broker_url)
+    client = httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=30)
     try:
         wait_for_http(base + "/healthz")
-        client = httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=30)
         dataset = make_dataset(client)
         make_post_processor(
             client, dataset, name="flaky", model_type="classification", model_id="test-flaky"
@@ -133,6 +137,7 @@ def test_an_api_killed_between_commit_and_send_loses_no_job(silent_broker):
         assert [type(answer) for answer in answers] == [httpx.RemoteProtocolError]
     finally:
         stop(api)
+        client.close()
 
     # Everything else comes back on the real broker; the API too.
     processes = [
