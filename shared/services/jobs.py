@@ -84,9 +84,22 @@ def enqueue_after_commit(
     model_type: str,
     countdown: float = 0,
 ) -> None:
+    _send_after_commit(
+        session, job.id, job.dataset_item_id, post_processor_name, model_type, countdown
+    )
+
+
+def _send_after_commit(
+    session: Session,
+    job_id: uuid.UUID,
+    item_id: uuid.UUID,
+    post_processor_name: str,
+    model_type: str,
+    countdown: float,
+) -> None:
     message = queue.JobMessage(
-        job_id=str(job.id),
-        item_id=str(job.dataset_item_id),
+        job_id=str(job_id),
+        item_id=str(item_id),
         post_processor=post_processor_name,
         model_type=model_type,
     )
@@ -234,8 +247,7 @@ def fail_attempt(
     if not retry:
         return None
     backoff = backoff_seconds(job.attempt, retry_after)
-    retried = session.get_one(PostProcessorJob, job.job_id)
-    enqueue_after_commit(session, retried, job.config.name, job.config.model_type, backoff)
+    _send_again_after_commit(session, job, backoff)
     return backoff
 
 
@@ -266,13 +278,15 @@ def put_back(session: Session, job: ClaimedJob) -> bool:
     ).one_or_none()
     if released is None:
         return False
-    enqueue_after_commit(
-        session,
-        session.get_one(PostProcessorJob, job.job_id),
-        job.config.name,
-        job.config.model_type,
-    )
+    _send_again_after_commit(session, job)
     return True
+
+
+def _send_again_after_commit(session: Session, job: ClaimedJob, countdown: float = 0) -> None:
+    """A claimed job's message, from what the claim read: no query."""
+    _send_after_commit(
+        session, job.job_id, job.item.id, job.config.name, job.config.model_type, countdown
+    )
 
 
 def abandon_attempt(
