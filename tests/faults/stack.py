@@ -10,7 +10,16 @@ from collections.abc import Iterator
 
 import httpx
 
+from tests.conftest import BACKEND, VAR_DIR
 from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http
+
+
+def own_broker(name: str) -> dict[str, str]:
+    """Settings for a queue (on Redis) or a var dir (embedded) of a fault
+    test's own, so that only its workers take its jobs."""
+    if BACKEND == "services":
+        return {"QUEUE_NAME": f"{os.environ['QUEUE_NAME']}-{name}"}
+    return {"VAR_DIR": str(VAR_DIR / name)}
 
 
 @contextlib.contextmanager

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from tests.builders import item_path, make_dataset, make_item, make_post_processor, ok, upload
-from tests.conftest import BACKEND, VAR_DIR
-from tests.faults.stack import running_api
+from tests.conftest import VAR_DIR
+from tests.faults.stack import own_broker, running_api
 from tests.faults.test_worker_kill import wait_for_status, wait_until
 from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
 
@@ -34,10 +34,7 @@ ENV = {
     "REAPER_INTERVAL_SECONDS": "0.5",
     "PRELOAD_MODELS": "false",
 }
-if BACKEND == "services":
-    ENV["QUEUE_NAME"] = os.environ["QUEUE_NAME"] + "-lost"
-else:
-    ENV["VAR_DIR"] = str(VAR_DIR / "lost")
+ENV.update(own_broker("lost"))
 DEAD_BROKER = "redis://127.0.0.1:1/0"
 
 

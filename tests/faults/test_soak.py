@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 from tests.builders import make_dataset, make_item, make_post_processor, ok, upload, version_path
-from tests.conftest import BACKEND, VAR_DIR
+from tests.conftest import VAR_DIR
 from tests.faults.plugins import runs_file
-from tests.faults.stack import running_api
+from tests.faults.stack import own_broker, running_api
 from tests.faults.test_worker_kill import wait_until
 from tests.fixtures import spawn, stop, wait_for_worker
 
@@ -38,10 +38,7 @@ ENV = {
     "WORKER_CONCURRENCY": "1",
     "PRELOAD_MODELS": "false",
 }
-if BACKEND == "services":
-    ENV["QUEUE_NAME"] = os.environ["QUEUE_NAME"] + "-soak"
-else:
-    ENV["VAR_DIR"] = str(VAR_DIR / "soak")
+ENV.update(own_broker("soak"))
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from tests.builders import (
     upload,
     version_path,
 )
-from tests.conftest import BACKEND, VAR_DIR
+from tests.conftest import VAR_DIR
 from tests.faults.plugins import pid_file
-from tests.faults.stack import running_api
+from tests.faults.stack import own_broker, running_api
 from tests.fixtures import spawn, wait_for_worker
 
 LEASE_SECONDS = 3
@@ -46,10 +46,7 @@ ENV = {
     "WORKER_CONCURRENCY": "1",
     "PRELOAD_MODELS": "false",
 }
-if BACKEND == "services":
-    ENV["QUEUE_NAME"] = os.environ["QUEUE_NAME"] + "-faults"
-else:
-    ENV["VAR_DIR"] = str(VAR_DIR / "faults")
+ENV.update(own_broker("faults"))
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> Any:
