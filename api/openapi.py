@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from api.routes.datasets import DATASET, VERSION
 from api.routes.items import ITEM
 from api.routes.postprocessors import ONE, POST_PROCESSORS
+from api.routes.providers import KEY, PROVIDERS
 from api.routes.version_parts import ANNOTATION
 from shared.models import JobStatus
 from shared.schemas import (
@@ -44,6 +45,8 @@ from shared.schemas import (
     PostProcessorPublic,
     PostProcessorUpdate,
     PostProcessorWithDetails,
+    ProviderKeySet,
+    ProviderPublic,
     SplitCreate,
     SplitPublic,
     SplitUpdate,
@@ -51,6 +54,7 @@ from shared.schemas import (
     VersionPublic,
     VersionUpdate,
 )
+from shared.settings import get_settings
 
 PREFIX = "/api/v1"
 UPLOAD = "upload"  # the one body that is multipart/form-data, not a schema
@@ -130,6 +134,9 @@ OPERATIONS = [
         body_optional=True,
         errors=(409,),
     ),
+    Operation("GET", PROVIDERS, ProviderPublic, many=True),
+    Operation("PUT", KEY, ProviderPublic, ProviderKeySet, errors=(503,)),
+    Operation("DELETE", KEY, ProviderPublic),
     Operation("GET", "/applications", None, many=True),
 ]
 
@@ -157,7 +164,10 @@ PROBLEM = {
         "current_version": {"type": "integer"},
     },
 }
-_PATH_PARAMETER = re.compile(r"\{(\w+)(?::\w+)?\}")
+_PATH_PARAMETER = re.compile(r"\{(\w+)(?::(\w+))?\}")
+# A path parameter without Starlette's `:uuid` names one of the operator's
+# providers, the only other kind of name in a path.
+_NAME = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,19}$"}
 
 
 def openapi_path(path: str) -> str:
@@ -194,7 +204,8 @@ def _answer(op: Operation, schemas: dict[Any, Any]) -> dict[str, Any]:
 def _operation(op: Operation, schemas: dict[Any, Any]) -> dict[str, Any]:
     names = _PATH_PARAMETER.findall(op.path)
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": _uuid} for name in names
+        {"name": name, "in": "path", "required": True, "schema": _uuid if kind == "uuid" else _NAME}
+        for name, kind in names
     ]
     query = (("page_size", "page_count") if op.paged else ()) + op.query
     parameters += [{"name": name, "in": "query", "schema": QUERY[name]} for name in query]
@@ -242,6 +253,7 @@ def openapi_document() -> dict[str, Any]:
             models.add((op.body, "validation"))
     ordered = sorted(models, key=lambda pair: (pair[0].__name__, pair[1]))
     schemas, definitions = models_json_schema(ordered, ref_template="#/components/schemas/{model}")
+    _name_the_providers(definitions.get("$defs", {}))
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         path = PREFIX + openapi_path(op.path)
@@ -259,6 +271,17 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+def _name_the_providers(definitions: dict[str, Any]) -> None:
+    """A post-processor's `external_provider` is one of the providers this
+    installation's operator declared: the document names them."""
+    names = sorted(get_settings().provider_connections)
+    for schema in definitions.values():
+        field = schema.get("properties", {}).get("external_provider", {})
+        for alternative in field.get("anyOf", []):
+            if alternative.get("type") == "string":
+                alternative["enum"] = names
 
 
 async def serve_openapi(request: Request) -> Response:

@@ -39,7 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     create = user_commands.add_parser("create", help="create a user and print its API key")
     create.add_argument("name")
     add_models_command(commands)
+    commands.add_parser(
+        "secrets-key", help="print a new key for SECRETS_KEY (users' stored provider keys)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "secrets-key":
+        # Before the settings are read: making a key needs none of them.
+        from cryptography.fernet import Fernet
+
+        print(Fernet.generate_key().decode("ascii"))
+        return 0
 
     settings = get_settings()
     logging.basicConfig(

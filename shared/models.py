@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -91,6 +92,21 @@ class ApiKey(Timestamped, Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     user: Mapped[User] = relationship()
+
+
+class ProviderKey(Timestamped, Base):
+    """A user's own key for one of the operator's providers, used by that
+    user's post-processors only. Stored encrypted (shared/secret_box.py);
+    no route ever answers it."""
+
+    __tablename__ = "provider_keys"
+    __table_args__ = (
+        UniqueConstraint("user_id", "provider", name="uq_provider_keys_user_provider"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(20))
+    sealed_key: Mapped[str] = mapped_column(Text)
 
 
 class Dataset(Timestamped, Base):

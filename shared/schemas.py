@@ -45,7 +45,9 @@ Timestamp = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str)]
 ContentType = Literal["images", "text", "tabular", "ner", "documents"]
 ModelType = Literal["stt", "stt-diarization", "classification", "detection", "ner", "ocr", "llm"]
 OutputTarget = Literal["text", "annotations", "both"]
-Provider = Literal["openai", "anthropic"]
+# The name of one of the operator's providers (PROVIDERS): the built-in
+# ones are openai and anthropic; the service checks the name exists.
+ProviderName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,19}$")]
 JobStatusName = Literal["pending", "processing", "completed", "failed"]
 
 
@@ -149,7 +151,7 @@ class PostProcessorCreate(RequestBody):
     order: Int32 = 0
     model_id: Text = ""
     model_version: Text = ""
-    external_provider: Provider | None = None
+    external_provider: ProviderName | None = None
     external_model: Text = ""
     external_config: Text = ""
     model_type: ModelType
@@ -161,6 +163,12 @@ class PostProcessorCreate(RequestBody):
 
 class PostProcessorUpdate(PostProcessorCreate):
     model_type: ModelType = "ocr"
+
+
+class ProviderKeySet(RequestBody):
+    # Printable ASCII without spaces: what keys are, and nothing that could
+    # break out of the header it is sent in.
+    api_key: str = Field(min_length=1, max_length=4096, pattern=r"^[!-~]+$")
 
 
 class JobRetry(RequestBody):
@@ -272,6 +280,24 @@ class PostProcessorWithDetails(PostProcessorPublic):
     model_kind: str
     is_external: bool
     provider_name: str
+    # Why its jobs would be refused the provider it names ("" when not):
+    # a setting the operator no longer allows, or one from before they
+    # decided which keys and hosts a post-processor may use.
+    config_error: str = ""
+
+
+class ProviderPublic(BaseModel):
+    """One of the operator's providers, and whether the caller has stored a
+    key of their own for it. The key itself is never answered."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    protocol: str
+    models: list[str]
+    user_base_url: bool
+    has_key: bool
+    key_updated_at: Timestamp | None
 
 
 class JobPublic(PublicModel):

@@ -7,17 +7,22 @@ DATABASE_URL and BROKER_URL switches to PostgreSQL and Redis.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import base64
+import binascii
+from functools import cached_property, lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.provider_config import AllowedHosts, ProviderConnection, load_connections
 
 MIB = 1024 * 1024
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An error names the setting, never its value: some hold passwords and keys.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     var_dir: Path = Path("var")
     database_url: str = ""
@@ -84,6 +89,21 @@ class Settings(BaseSettings):
     # beside the `itemflow.post_processors` entry points.
     post_processors: str = ""
 
+    # The LLM providers workers may call: JSON in PROVIDERS, or a TOML (or
+    # .json) file named by PROVIDERS_FILE; unset, the built-in openai and
+    # anthropic at their public endpoints. See shared/provider_config.py.
+    providers: str = ""
+    providers_file: Path | None = None
+    # Loopback, private or link-local hosts that a user's own base_url may
+    # reach all the same: names, addresses and CIDR ranges, comma-separated.
+    provider_allowed_hosts: str = ""
+    # Fernet keys that encrypt the provider keys users store, comma-separated:
+    # the first encrypts, all decrypt (to rotate, put a new one first).
+    # Unset: one generated in SECRETS_KEY_FILE, which the API and every
+    # worker must then share.
+    secrets_key: SecretStr = SecretStr("")
+    secrets_key_file: Path | None = None
+
     log_level: str = "INFO"
 
     @field_validator("database_url")
@@ -129,6 +149,48 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("secrets_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        for index, key in enumerate(split_keys(value)):
+            try:
+                raw = base64.urlsafe_b64decode(key.encode("ascii"))
+            except (binascii.Error, UnicodeEncodeError, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                # Never echo the value: it is a secret, even when malformed.
+                raise ValueError(
+                    f"SECRETS_KEY: key {index + 1} is not a Fernet key (32 url-safe base64 "
+                    "bytes); make one with `itemflow secrets-key`"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _providers_are_declared_well(self) -> Settings:
+        # Read now, so that a mistake stops every process at start.
+        _ = self.provider_connections, self.allowed_hosts
+        return self
+
+    @cached_property
+    def provider_connections(self) -> dict[str, ProviderConnection]:
+        return load_connections(self.providers, self.providers_file)
+
+    @cached_property
+    def allowed_hosts(self) -> AllowedHosts:
+        return AllowedHosts.parse(self.provider_allowed_hosts)
+
+    @property
+    def secrets_keys(self) -> list[str]:
+        return split_keys(self.secrets_key)
+
+    @property
+    def secrets_key_path(self) -> Path:
+        return (self.secrets_key_file or self.var_dir / "secrets.key").resolve()
+
+    @property
+    def provider_slots_dir(self) -> Path:
+        return (self.var_dir / "provider-slots").resolve()
+
     @model_validator(mode="after")
     def _heartbeats_keep_the_lease(self) -> Settings:
         # A lease that runs out between two heartbeats would let the reaper
@@ -163,6 +225,10 @@ class Settings(BaseSettings):
     @property
     def is_embedded_broker(self) -> bool:
         return self.effective_broker_url.startswith("filesystem://")
+
+
+def split_keys(value: SecretStr) -> list[str]:
+    return [part.strip() for part in value.get_secret_value().split(",") if part.strip()]
 
 
 @lru_cache

@@ -41,8 +41,19 @@ os.environ.update(
         # limit itself has a test of its own.
         "AUTH_FAILURES_PER_MINUTE": "1000000",
         "QUEUE_NAME": f"itemflow-test-{RUN_ID}",
+        # The local provider servers of the LLM tests listen on 127.0.0.1.
+        "PROVIDER_ALLOWED_HOSTS": "127.0.0.1",
     }
 )
+# What a worker could leak: the tests check none of it leaves the machine.
+for variable in (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "PROVIDERS",
+    "PROVIDERS_FILE",
+    "SECRETS_KEY",
+):
+    os.environ.pop(variable, None)
 if BACKEND == "services":
     os.environ["DATABASE_URL"] = ADMIN_DATABASE_URL.rsplit("/", 1)[0] + "/" + TEST_DATABASE
     os.environ["BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/15")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -16,7 +17,9 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
+from shared.provider_config import BUILT_IN
 from tests.conftest import ADMIN_DATABASE_URL, BACKEND, RUN_ID, TEST_DATABASE, VAR_DIR
+from tests.shared.postprocessors.fake_llm_server import FakeProvider, Reply, openai_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,11 +156,39 @@ def wait_for_worker(process: subprocess.Popen[bytes], log_name: str, timeout: fl
     raise RuntimeError(f"the worker did not start:\n{log.read_text()[-3000:]}")
 
 
+# The operator's key for the session worker's `openai` provider.
+OPERATOR_KEY = f"sk-operator-{os.urandom(12).hex()}"
+
+
 @pytest.fixture(scope="session")
-def worker(database: None) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker process on the run's broker and database."""
+def operator_provider() -> Iterator[FakeProvider]:
+    """The operator's OpenAI endpoint as the session worker knows it: a
+    local server in the place of api.openai.com."""
+    with FakeProvider(Reply(body=openai_answer("From the operator's endpoint."))) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def worker(database: None, operator_provider: FakeProvider) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on the run's broker and database, with
+    the operator's key for an `openai` provider at `operator_provider`."""
+    providers = {
+        "openai": {
+            "protocol": "openai",
+            "base_url": operator_provider.url + "/v1",
+            "api_key_env": "OPENAI_API_KEY",
+            "user_base_url": True,
+        },
+        "anthropic": BUILT_IN["anthropic"].model_dump(),
+    }
     # Named per run: runs side by side share the test Redis database.
-    process = spawn("worker", f"--name=session-{RUN_ID}@%h", log_name="worker")
+    process = spawn(
+        "worker",
+        f"--name=session-{RUN_ID}@%h",
+        log_name="worker",
+        PROVIDERS=json.dumps(providers),
+        OPENAI_API_KEY=OPERATOR_KEY,
+    )
     wait_for_worker(process, "worker")
     yield process
     stop(process)

@@ -69,6 +69,7 @@ def _details(
             "is_external": False,
             "provider_name": "",
         }
+    details["config_error"] = postprocessors.provider_problems(row)
     return public(PostProcessorWithDetails, {**as_dict(row), **details})
 
 

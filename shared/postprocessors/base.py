@@ -75,6 +75,9 @@ class PostProcessorConfig:
     output_target: str = "text"
     auto_create_labels: bool = False
     confidence_threshold: float = 0.0
+    # The post-processor's owner's own key for its external provider, as
+    # stored: encrypted, and opened only by the provider client that sends it.
+    user_key: str | None = field(default=None, repr=False)
 
 
 class PostProcessorModel(ABC):

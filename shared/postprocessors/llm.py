@@ -93,10 +93,10 @@ def empty_answer(provider: Provider, completion: Completion) -> PermanentError |
     if completion.stop_reason in ("length", "max_tokens"):
         # Reasoning models can spend the whole budget before writing.
         return PermanentError(
-            f"{provider.name}: the answer was cut off before any text; "
+            f"{provider.where}: the answer was cut off before any text; "
             "raise max_tokens in external_config."
         )
-    return TransientError(f"{provider.name}: the model gave an empty answer.")
+    return TransientError(f"{provider.where}: the model gave an empty answer.")
 
 
 def load_image(file: Path, media_type: str) -> Image:

@@ -31,7 +31,7 @@ from shared.postprocessors.base import (
     TransientError,
 )
 from shared.postprocessors.llm import fill_prompt, raw_output
-from shared.postprocessors.providers import Completion, connect
+from shared.postprocessors.providers import Completion, Provider, connect
 from shared.postprocessors.text_input import item_text
 
 FORMAT_INSTRUCTION = (
@@ -68,7 +68,7 @@ class LlmNer(PostProcessorModel):
         )
         found = _json_array(completion.text)
         if found is None:
-            raise _malformed(provider.name, completion)
+            raise _malformed(provider, completion)
         spans, dropped = locate_entities(found, text, item.label_names)
         return ModelOutput(
             raw=raw_output(provider, completion, entities=spans, dropped=dropped, source=source),
@@ -108,15 +108,16 @@ def _json_array(answer: str) -> list[Any] | None:
     return None
 
 
-def _malformed(provider: str, completion: Completion) -> PermanentError | TransientError:
-    answer = completion.text.strip()
-    shown = answer if len(answer) <= 300 else answer[:300] + "…"
+def _malformed(provider: Provider, completion: Completion) -> PermanentError | TransientError:
+    shown = provider.excerpt(completion.text)
     if completion.stop_reason in ("length", "max_tokens"):
         return PermanentError(
-            f"{provider}: the entity list was cut off by max_tokens; raise it in "
+            f"{provider.where}: the entity list was cut off by max_tokens; raise it in "
             f"external_config. The answer began: {shown!r}"
         )
-    return TransientError(f"{provider}: the answer holds no JSON array of entities: {shown!r}")
+    return TransientError(
+        f"{provider.where}: the answer holds no JSON array of entities: {shown!r}"
+    )
 
 
 def locate_entities(

@@ -32,7 +32,7 @@ from shared.models import (
     utcnow,
 )
 from shared.postprocessors.base import ItemInput, ModelOutput, PostProcessorConfig
-from shared.services import outputs
+from shared.services import outputs, provider_keys
 from shared.services.scope import get_item
 from shared.settings import get_settings
 
@@ -160,6 +160,13 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
             output_target=post_processor.output_target,
             auto_create_labels=post_processor.auto_create_labels,
             confidence_threshold=post_processor.confidence_threshold,
+            user_key=(
+                provider_keys.sealed_key(
+                    session, post_processor.user_id, post_processor.external_provider
+                )
+                if post_processor.external_provider
+                else None
+            ),
         ),
     )
 

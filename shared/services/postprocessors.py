@@ -7,10 +7,15 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.errors import NotFound
+from shared.errors import NotFound, ValidationFailed
 from shared.models import PostProcessor
+from shared.postprocessors.providers.options import Refused, check
 from shared.schemas import PostProcessorCreate, PostProcessorUpdate
 from shared.services.scope import apply_changes, get_dataset
+from shared.settings import get_settings
+
+# The fields that say which provider a post-processor calls, and how.
+PROVIDER_FIELDS = frozenset({"external_provider", "external_model", "external_config"})
 
 
 def list_post_processors(
@@ -41,6 +46,7 @@ def create_post_processor(
 ) -> PostProcessor:
     get_dataset(session, user_id, dataset_id)
     post_processor = PostProcessor(dataset_id=dataset_id, user_id=user_id, **body.model_dump())
+    _refuse_what_the_operator_does_not_allow(post_processor)
     session.add(post_processor)
     session.flush()
     return post_processor
@@ -54,7 +60,10 @@ def update_post_processor(
     body: PostProcessorUpdate,
 ) -> PostProcessor:
     post_processor = get_post_processor(session, user_id, dataset_id, post_processor_id)
-    apply_changes(post_processor, body.changes())
+    changes = body.changes()
+    apply_changes(post_processor, changes)
+    if PROVIDER_FIELDS & changes.keys():
+        _refuse_what_the_operator_does_not_allow(post_processor)
     session.flush()
     return post_processor
 
@@ -68,3 +77,38 @@ def delete_post_processor(
     session.delete(post_processor)
     session.flush()
     return post_processor
+
+
+def provider_problems(post_processor: PostProcessor) -> str:
+    """Why the post-processor's provider settings are refused now (the
+    operator's declarations may have changed since it was saved); "" when
+    they are not, or it calls no provider."""
+    try:
+        _check(post_processor)
+    except Refused as refused:
+        return str(refused)
+    return ""
+
+
+def _refuse_what_the_operator_does_not_allow(post_processor: PostProcessor) -> None:
+    try:
+        _check(post_processor)
+    except Refused as refused:
+        errors = [
+            {"loc": ["body", *problem.field.split(".", 1)], "msg": problem.message}
+            for problem in refused.problems
+        ]
+        raise ValidationFailed(errors, detail=str(refused)) from None
+
+
+def _check(post_processor: PostProcessor) -> None:
+    if not post_processor.external_provider:
+        return
+    settings = get_settings()
+    check(
+        post_processor.external_provider,
+        post_processor.external_model,
+        post_processor.external_config,
+        settings.provider_connections,
+        settings.allowed_hosts,
+    )

@@ -34,7 +34,7 @@ POST_PROCESSOR_FIELDS = {
     "prompt",
     "user_id",
 }
-DETAIL_FIELDS = {"model_name", "model_kind", "is_external", "provider_name"}
+DETAIL_FIELDS = {"model_name", "model_kind", "is_external", "provider_name", "config_error"}
 
 
 def path_of(dataset, post_processor=None):
@@ -71,6 +71,7 @@ def test_get_and_list_add_model_details_for_the_builtin_ocr(client):
         "model_kind": "builtin",
         "is_external": False,
         "provider_name": "",
+        "config_error": "",
     }
 
     got = ok(client.get(path_of(dataset, created)))
@@ -98,6 +99,7 @@ def test_an_external_provider_is_external(client):
     assert got["provider_name"] == "openai"
     assert got["model_name"] == "gpt-4o-mini"
     assert got["external_config"] == '{"temperature": 0}'
+    assert got["config_error"] == ""
 
 
 def test_list_is_in_order(client):

@@ -113,6 +113,8 @@ def rows(api_url: str, user_key: str) -> dict[str, str]:
         "annotation_id": annotation["id"],
         "post_processor_id": post_processor["id"],
         "job_id": jobs[0]["id"],
+        # Not a row: one of the operator's providers, shared by every user.
+        "provider": "openai",
     }
 
 

@@ -329,6 +329,7 @@ def json_body(document: dict[str, Any], operation: dict[str, Any], ids: dict[str
         "model_type": "classification",
         "label_id": ids["label_id"],
         "item_id": ids["item_id"],
+        "api_key": "sk-written-during-the-outage",
     }
     body = {name: value for name, value in values.items() if name in schema["properties"]}
     missing = set(schema.get("required", ())) - set(body)
@@ -423,6 +424,7 @@ def test_postgres_outage_answers_503_everywhere_and_recovers_without_restarts(
         "annotation_id": annotation["id"],
         "post_processor_id": quick["id"],
         "job_id": baseline_job["id"],
+        "provider": "openai",
     }
     # A job running when the database goes away: its model finishes in the
     # outage, its result cannot be written, its lease runs out.

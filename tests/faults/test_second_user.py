@@ -59,6 +59,10 @@ FOREIGN = 404
 NOT_SWEPT: dict[tuple[str, str], str] = {}
 # The kinds of row that a path parameter, query parameter or body field names.
 KINDS = ("dataset", "version", "split", "label", "item", "annotation", "post_processor", "job")
+# Path parameters that name what every user shares, not anyone's rows: the
+# operator's providers. Filled in as they are; the caller's own key for one
+# is the caller's own data.
+SHARED = {"provider": "openai"}
 METHODS = ("get", "put", "post", "delete", "patch")
 WRITES = ("put", "post", "patch")
 
@@ -89,6 +93,8 @@ def path_kinds(path: str) -> list[tuple[str, str]]:
     telling name (`{row_id}`) names the rows of the segment before it."""
     found = []
     for segment, name in re.findall(r"([^/]*)/\{(\w+)\}", path):
+        if name in SHARED:
+            continue
         kind = kind_of(name) or kind_of(segment)
         assert kind, f"no kind of row is known for {{{name}}} in {path}: add it to KINDS"
         found.append((name, kind))
@@ -154,6 +160,8 @@ class Requests:
         url = path
         for (name, _kind), row_id in zip(path_kinds(path), path_ids, strict=True):
             url = url.replace(f"{{{name}}}", row_id)
+        for name, value in SHARED.items():
+            url = url.replace(f"{{{name}}}", value)
         call = Call(method.upper(), self.base_url + url, {}, {})
         for parameter in operation.get("parameters", []):
             name, schema = parameter["name"], parameter.get("schema", {})
@@ -263,6 +271,8 @@ def owned(client: httpx.Client, worker: object) -> dict[str, Any]:
     """One of everything of the first user's, its jobs run: the ids by kind
     for the sweep, and every id, name and digest that must not leak."""
     token = f"owner-{uuid.uuid4().hex}"
+    provider_key = f"sk-owner-{uuid.uuid4().hex}"
+    ok(client.put(f"/providers/{SHARED['provider']}/key", json={"api_key": provider_key}))
     dataset = make_dataset(client, name=token, description=token, notes=token, default_splits=True)
     version = first_version(dataset)
     quick = make_quick_post_processor(client, dataset, name=f"{token}-quick")
@@ -305,6 +315,7 @@ def owned(client: httpx.Client, worker: object) -> dict[str, Any]:
     # What must not leak, each with what it is.
     secrets = {
         token.encode(): "the text of the first user's rows",
+        provider_key.encode(): "the first user's provider key",
         hashlib.sha256(file).hexdigest().encode(): "the digest of the item's file",
         file: "the item's file",
         **{row_id.encode(): f"the id {row_id}" for row_id in every_id},

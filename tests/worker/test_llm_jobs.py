@@ -44,9 +44,7 @@ def llm_item(client, provider, prompt="Summarise: {text}"):
         model_type="llm",
         external_provider=provider.protocol,
         external_model="test-model",
-        external_config=json.dumps(
-            {"base_url": provider.url + BASE_PATHS[provider.protocol], "api_key_env": ""}
-        ),
+        external_config=json.dumps({"base_url": provider.url + BASE_PATHS[provider.protocol]}),
         prompt=prompt,
     )
     item = make_item(client, dataset, name="note")

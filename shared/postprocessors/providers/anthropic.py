@@ -6,7 +6,7 @@ import base64
 from typing import Any
 
 from shared.postprocessors.base import PermanentError
-from shared.postprocessors.providers.base import Completion, Image, Provider, unexpected_answer
+from shared.postprocessors.providers.base import Completion, Image, Provider
 
 API_VERSION = "2023-06-01"
 # The API requires max_tokens; this is enough for a summary or an entity list.
@@ -14,9 +14,7 @@ DEFAULT_MAX_TOKENS = 1024
 
 
 class AnthropicProvider(Provider):
-    name = "anthropic"
-    default_base_url = "https://api.anthropic.com"
-    default_api_key_env = "ANTHROPIC_API_KEY"
+    protocol = "anthropic"
 
     def complete(self, prompt: str, *, system: str = "", image: Image | None = None) -> Completion:
         content: list[dict[str, Any]] = []
@@ -35,23 +33,23 @@ class AnthropicProvider(Provider):
         content.append({"type": "text", "text": prompt})
         body: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": self.settings.max_tokens or DEFAULT_MAX_TOKENS,
+            "max_tokens": self.options.max_tokens or DEFAULT_MAX_TOKENS,
             "messages": [{"role": "user", "content": content}],
         }
         if system:
             body["system"] = system
-        if self.settings.temperature is not None:
-            body["temperature"] = self.settings.temperature
+        if self.options.temperature is not None:
+            body["temperature"] = self.options.temperature
         headers = {"anthropic-version": API_VERSION}
-        if self.settings.api_key:
-            headers["x-api-key"] = self.settings.api_key
+        if self.endpoint.api_key:
+            headers["x-api-key"] = self.endpoint.api_key
         return self._completion(self.post("/v1/messages", headers, body))
 
     def _completion(self, answer: Any) -> Completion:
         if not isinstance(answer, dict) or not isinstance(answer.get("content"), list):
-            raise unexpected_answer(self.name, answer)
+            raise self.unexpected_answer(answer)
         if answer.get("stop_reason") == "refusal":
-            raise PermanentError(f"{self.name}: the model refused to answer.")
+            raise PermanentError(f"{self.where}: the model refused to answer.")
         text = "".join(
             block["text"]
             for block in answer["content"]

@@ -1,39 +1,38 @@
-"""What every external provider shares: its settings (the post-processor's
-`external_config`), the API key, and one HTTP call whose failures become
-`TransientError` or `PermanentError` the way the job runner understands them.
+"""What every protocol's client shares: where its calls go and with which
+key, and one HTTP call whose failures become `TransientError` or
+`PermanentError` the way the job runner understands them, with messages
+that carry no credential and only a short, cleaned excerpt of an answer.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
 
 from shared.postprocessors.base import PermanentError, TransientError
-
-DEFAULT_TIMEOUT_S = 60.0
-# Hosts on which an openai-compatible server (vLLM, Ollama, llama.cpp) usually
-# runs without a key.
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+from shared.postprocessors.providers.egress import AddressRefused, guarded_client
+from shared.postprocessors.providers.options import Options
+from shared.postprocessors.providers.slots import call_slot
+from shared.settings import get_settings
 
 
 @dataclass(frozen=True)
-class ProviderSettings:
-    """The post-processor's `external_config`, checked."""
+class Endpoint:
+    """Where a provider's calls go, and the key they carry."""
 
     base_url: str
     api_key: str | None = field(repr=False)  # kept out of logs and tracebacks
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    temperature: float | None = None
-    max_tokens: int | None = None
+    # A base_url of the user's own: connections are checked against the
+    # operator's allowed addresses, and the key is never the operator's.
+    users_own: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,169 +50,99 @@ class Completion:
 
 
 class Provider(ABC):
-    name: ClassVar[str]
-    default_base_url: ClassVar[str]
-    default_api_key_env: ClassVar[str]
+    """One protocol's client, for one of the operator's providers."""
 
-    def __init__(self, model: str, settings: ProviderSettings) -> None:
+    protocol: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        endpoint: Endpoint,
+        options: Options,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.name = name  # the operator's name for the provider
         self.model = model
-        self.settings = settings
+        self.endpoint = endpoint
+        self.options = options
+        self.max_concurrency = max_concurrency
 
     @abstractmethod
     def complete(self, prompt: str, *, system: str = "", image: Image | None = None) -> Completion:
         """Send one user message (with an image for vision models) and
         return the model's answer."""
 
+    @property
+    def where(self) -> str:
+        """The provider as messages name it: never the operator's URL, which
+        may name internal hosts."""
+        return f"{self.name} (your base_url)" if self.endpoint.users_own else self.name
+
     def post(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
         """POST a JSON body and return the JSON answer, or raise the error
         class the job runner should act on."""
-        url = self.settings.base_url + path
-        timeout = self.settings.timeout_s
-        try:
-            # A client per call: the model object lives in a prefork worker
-            # and an LLM answer takes far longer than a new connection.
-            with httpx.Client(timeout=timeout) as client:
-                response = client.post(url, headers=headers, json=body)
-        except httpx.TimeoutException as error:
-            raise TransientError(
-                f"{self.name}: no answer from {url} within {timeout:g} s"
-            ) from error
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
-            raise PermanentError(f"{self.name}: base_url {url!r} is not usable: {error}") from error
-        except httpx.TransportError as error:
-            raise TransientError(f"{self.name}: cannot reach {url}: {error}") from error
+        settings = get_settings()
+        timeout = self.options.timeout_s
+        with call_slot(settings.provider_slots_dir, self.name, self.max_concurrency):
+            try:
+                # A client per call: the model object lives in a prefork
+                # worker and an LLM answer takes far longer than a connection.
+                with self._client(timeout) as client:
+                    response = client.post(
+                        self.endpoint.base_url + path, headers=headers, json=body
+                    )
+            except AddressRefused as error:
+                raise PermanentError(f"{self.where}: {error}.") from None
+            except httpx.TimeoutException:
+                raise TransientError(f"{self.where}: no answer within {timeout:g} s.") from None
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
+                raise PermanentError(
+                    f"{self.where}: the base_url is not usable: {self.excerpt(str(error))}"
+                ) from None
+            except httpx.TransportError as error:
+                raise TransientError(
+                    f"{self.where}: cannot reach the server: "
+                    f"{type(error).__name__}: {self.excerpt(str(error))}"
+                ) from None
         if not response.is_success:
-            raise _status_error(self.name, response)
+            raise self._status_error(response)
         try:
             return response.json()
-        except ValueError as error:
+        except ValueError:
             # A 200 that is not JSON is a base_url pointing at something
             # other than the API (a web page, a proxy); a retry won't fix it.
             raise PermanentError(
-                f"{self.name}: {url} answered with something other than JSON: "
-                f"{_shorten(response.text)!r}"
-            ) from error
+                f"{self.where} answered with something other than JSON: "
+                f"{self.excerpt(response.text)!r}"
+            ) from None
 
-
-def unexpected_answer(provider: str, answer: Any) -> PermanentError:
-    """A 2xx whose JSON is not the protocol's: the base_url serves another API."""
-    return PermanentError(
-        f"{provider}: the answer does not follow the protocol: {_shorten(json.dumps(answer))}"
-    )
-
-
-def parse_settings(text: str, provider: type[Provider]) -> ProviderSettings:
-    """Read `external_config` (JSON text, every field optional)."""
-    try:
-        config = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as error:
-        raise PermanentError(f"external_config is not valid JSON: {error}") from error
-    if config is None:
-        config = {}
-    if not isinstance(config, dict):
-        raise PermanentError("external_config must be a JSON object.")
-    unknown = sorted(set(config) - _FIELDS)
-    if unknown:
-        # Most likely a typo ("api_key", "timeout"): silently ignoring it
-        # would run with a setting the user did not mean.
-        raise PermanentError(
-            f"external_config has unknown field(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_FIELDS))}."
+    def unexpected_answer(self, answer: Any) -> PermanentError:
+        """A 2xx whose JSON is not the protocol's: the base_url serves another API."""
+        return PermanentError(
+            f"{self.where}: the answer does not follow the protocol: "
+            f"{self.excerpt(json.dumps(answer))}"
         )
-    base_url = _string(config, "base_url", provider.default_base_url).rstrip("/")
-    if not _is_http_url(base_url):
-        raise PermanentError(f"external_config.base_url must be an http(s) URL, not {base_url!r}.")
-    api_key_env = _string(config, "api_key_env", provider.default_api_key_env)
-    timeout_s = _number(config, "timeout_s", DEFAULT_TIMEOUT_S, minimum=0, inclusive=False)
-    temperature = _optional_number(config, "temperature")
-    max_tokens = _positive_int(config, "max_tokens")
-    # The key last: a wrong config is reported before a missing variable.
-    return ProviderSettings(
-        base_url=base_url,
-        api_key=_api_key(config, api_key_env, base_url),
-        timeout_s=timeout_s,
-        temperature=temperature,
-        max_tokens=max_tokens,
-    )
 
+    def _client(self, timeout: float) -> httpx.Client:
+        if self.endpoint.users_own:
+            return guarded_client(get_settings().allowed_hosts, timeout)
+        # The operator's endpoint: the environment's proxy settings apply.
+        return httpx.Client(timeout=timeout, follow_redirects=False)
 
-_FIELDS = frozenset({"base_url", "api_key_env", "timeout_s", "temperature", "max_tokens"})
+    def excerpt(self, text: str) -> str:
+        """What the provider said, shortened and cleaned for an error."""
+        return sanitise(text, self.endpoint.api_key)
 
-
-def _api_key(config: dict[str, Any], env_name: str, base_url: str) -> str | None:
-    """The key, read only from the environment. No key is sent when the
-    config sets `api_key_env` to "", or when it names no variable and the
-    default one is unset for a server on this machine (a local vLLM, Ollama
-    or llama.cpp). A variable the config names must be set."""
-    if not env_name:
-        return None
-    key = os.environ.get(env_name, "").strip()
-    if key:
-        return key
-    if "api_key_env" not in config and urlsplit(base_url).hostname in LOCAL_HOSTS:
-        return None
-    raise PermanentError(
-        f"No API key: set the environment variable {env_name} for the worker "
-        'or name another one in external_config.api_key_env ("" sends no key).'
-    )
-
-
-def _is_http_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # an unclosed "[" of an IPv6 address, a bad port
-        return False
-
-
-def _string(config: dict[str, Any], field: str, default: str) -> str:
-    value = config.get(field, default)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise PermanentError(f"external_config.{field} must be a string.")
-    return value.strip()
-
-
-def _number(
-    config: dict[str, Any], field: str, default: float, minimum: float, inclusive: bool = True
-) -> float:
-    value = config.get(field)
-    if value is None:
-        return default
-    # bool is an int to Python but never a sensible number here.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PermanentError(f"external_config.{field} must be a number.")
-    if value < minimum or (value == minimum and not inclusive):
-        relation = "at least" if inclusive else "more than"
-        raise PermanentError(f"external_config.{field} must be {relation} {minimum:g}.")
-    return float(value)
-
-
-def _optional_number(config: dict[str, Any], field: str) -> float | None:
-    if config.get(field) is None:
-        return None
-    return _number(config, field, 0.0, minimum=0)
-
-
-def _positive_int(config: dict[str, Any], field: str) -> int | None:
-    value = config.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PermanentError(f"external_config.{field} must be a whole number of at least 1.")
-    return value
-
-
-def _status_error(provider: str, response: httpx.Response) -> TransientError | PermanentError:
-    message = (
-        f"{provider} answered {response.status_code} {response.reason_phrase}: "
-        f"{_provider_message(response)}"
-    )
-    # 408 is a timeout on the server's side, as transient as one on ours.
-    if response.status_code in (408, 429) or response.status_code >= 500:
-        return TransientError(message, retry_after=_retry_after(response.headers))
-    return PermanentError(message)
+    def _status_error(self, response: httpx.Response) -> TransientError | PermanentError:
+        message = (
+            f"{self.where} answered {response.status_code} {response.reason_phrase}: "
+            f"{self.excerpt(_provider_message(response))}"
+        )
+        # 408 is a timeout on the server's side, as transient as one on ours.
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            return TransientError(message, retry_after=_retry_after(response.headers))
+        return PermanentError(message)
 
 
 def _provider_message(response: httpx.Response) -> str:
@@ -222,7 +151,7 @@ def _provider_message(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return _shorten(response.text) or "(no message)"
+        return response.text.strip() or "(no message)"
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         kind = error.get("type")
@@ -231,7 +160,7 @@ def _provider_message(response: httpx.Response) -> str:
         return error
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return str(body["message"])
-    return _shorten(response.text)
+    return response.text
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -260,6 +189,32 @@ def _seconds(value: str | None) -> float | None:
     return max(number, 0.0) if math.isfinite(number) else None
 
 
-def _shorten(text: str, limit: int = 500) -> str:
-    text = text.strip()
+# What looks like a credential wherever it appears in an answer: a bearer
+# token, or a key in the shape OpenAI and Anthropic give theirs (providers
+# echo a key, masked or not, in their "invalid key" messages).
+CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+\S+|\b(sk|pk|rk)-[\w*.-]{6,}")
+# Masks a provider puts in the middle of a key it echoes: "abcd****wxyz".
+MASK = re.compile(r"\*+|…|\.{3,}")
+EXCERPT = 200
+
+
+def sanitise(text: str, key: str | None = None, limit: int = EXCERPT) -> str:
+    """A short excerpt of what a provider said, safe for a job's error and
+    the logs: without the key sent, in whole or in part, anything shaped
+    like a credential, or control characters; at most `limit` characters."""
+    if key:
+        text = text.replace(key, "[redacted]")
+        text = re.sub(r"\S{4,}", lambda word: _unless_key_part(word.group(), key), text)
+    text = CREDENTIAL.sub("[redacted]", text)
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _unless_key_part(word: str, key: str) -> str:
+    """The word, or "[redacted]" when it shows part of the key: six or more
+    characters of it, or four on either side of a mask."""
+    pieces = [piece.strip("'\"()[]{},;:") for piece in MASK.split(word)]
+    shortest = 4 if len(pieces) > 1 else 6
+    if any(len(piece) >= shortest and piece in key for piece in pieces):
+        return "[redacted]"
+    return word

@@ -7,13 +7,11 @@ import base64
 from typing import Any
 
 from shared.postprocessors.base import PermanentError
-from shared.postprocessors.providers.base import Completion, Image, Provider, unexpected_answer
+from shared.postprocessors.providers.base import Completion, Image, Provider
 
 
 class OpenAIProvider(Provider):
-    name = "openai"
-    default_base_url = "https://api.openai.com/v1"
-    default_api_key_env = "OPENAI_API_KEY"
+    protocol = "openai"
 
     def complete(self, prompt: str, *, system: str = "", image: Image | None = None) -> Completion:
         content: str | list[dict[str, Any]] = prompt
@@ -31,13 +29,13 @@ class OpenAIProvider(Provider):
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": content})
         body: dict[str, Any] = {"model": self.model, "messages": messages}
-        if self.settings.temperature is not None:
-            body["temperature"] = self.settings.temperature
-        if self.settings.max_tokens is not None:
-            body["max_tokens"] = self.settings.max_tokens
+        if self.options.temperature is not None:
+            body["temperature"] = self.options.temperature
+        if self.options.max_tokens is not None:
+            body["max_tokens"] = self.options.max_tokens
         headers = {}
-        if self.settings.api_key:
-            headers["Authorization"] = f"Bearer {self.settings.api_key}"
+        if self.endpoint.api_key:
+            headers["Authorization"] = f"Bearer {self.endpoint.api_key}"
         return self._completion(self.post("/chat/completions", headers, body))
 
     def _completion(self, answer: Any) -> Completion:
@@ -45,12 +43,14 @@ class OpenAIProvider(Provider):
             choice = answer["choices"][0]
             message = choice["message"]
         except (KeyError, IndexError, TypeError):
-            raise unexpected_answer(self.name, answer) from None
+            raise self.unexpected_answer(answer) from None
         if not isinstance(message, dict):
-            raise unexpected_answer(self.name, answer)
+            raise self.unexpected_answer(answer)
         if message.get("refusal"):
             # Written into the item's text a refusal would pass for an answer.
-            raise PermanentError(f"{self.name}: the model refused: {message['refusal']}")
+            raise PermanentError(
+                f"{self.where}: the model refused: {self.excerpt(str(message['refusal']))}"
+            )
         return Completion(
             text=_text(message.get("content")),
             model=str(answer.get("model") or self.model),

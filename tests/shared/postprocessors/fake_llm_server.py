@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.postprocessors.base import PostProcessorConfig
 from shared.postprocessors.providers import Provider, connect
+from shared.secret_box import seal
 
 
 @dataclass
@@ -40,16 +41,17 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FakeProvider:
-    """An HTTP server on 127.0.0.1 that records each request and answers
-    with the next scripted reply, then with `default` once they run out."""
+    """An HTTP server on 127.0.0.1 (or `host`) that records each request and
+    answers with the next scripted reply, then with `default` once they run
+    out."""
 
-    def __init__(self, default: Reply) -> None:
+    def __init__(self, default: Reply, host: str = "127.0.0.1") -> None:
         self.default = default
         self.replies: deque[Reply] = deque()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = _QuietServer((host, 0), self._handler())
+        self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
@@ -139,8 +141,10 @@ ERROR_BODIES: dict[str, dict[str, Any]] = {
 
 
 def processor(
-    provider: str | None, model: str = "test-model", **config: Any
+    provider: str | None, model: str = "test-model", user_key: str | None = None, **config: Any
 ) -> PostProcessorConfig:
+    """A post-processor's settings; `user_key` is its owner's stored key,
+    in the clear (sealed here as the database holds it)."""
     return PostProcessorConfig(
         id=uuid.uuid4(),
         name="p",
@@ -148,9 +152,10 @@ def processor(
         external_provider=provider,
         external_model=model,
         external_config=json.dumps(config),
+        user_key=seal(user_key) if user_key is not None else None,
     )
 
 
 def client(provider: str, fake: FakeProvider, **config: Any) -> Provider:
-    config.setdefault("api_key_env", "")
+    """The provider client for a post-processor whose own base_url is `fake`."""
     return connect(processor(provider, base_url=fake.url + BASE_PATHS[provider], **config))

@@ -50,7 +50,7 @@ def item(**fields: Any) -> ItemInput:
 def config(
     fake: FakeProvider | None, protocol: str = "openai", **fields: Any
 ) -> PostProcessorConfig:
-    external = {"base_url": fake.url + BASE_PATHS[protocol], "api_key_env": ""} if fake else {}
+    external = {"base_url": fake.url + BASE_PATHS[protocol]} if fake else {}
     values: dict[str, Any] = {
         "id": uuid.uuid4(),
         "name": "p",

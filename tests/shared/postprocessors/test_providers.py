@@ -7,13 +7,12 @@ import base64
 import pickle
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from email.utils import formatdate
 
 import pytest
 
-from shared.postprocessors.base import PermanentError, PostProcessorConfig, TransientError
+from shared.postprocessors.base import PermanentError, TransientError
 from shared.postprocessors.providers import Image, connect
 from tests.shared.postprocessors.fake_llm_server import (
     ANSWERS,
@@ -46,46 +45,6 @@ def test_a_normal_answer(protocol: str, fake: FakeProvider) -> None:
     assert fake.last.path == PATHS[protocol]
     assert fake.last.body["model"] == "test-model"
     assert fake.last.body["messages"][-1]["role"] == "user"
-
-
-def test_the_key_is_read_from_the_named_variable_and_sent_in_the_right_header(
-    protocol: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ITEMFLOW_TEST_LLM_KEY", "sk-secret")
-    client(protocol, fake, api_key_env="ITEMFLOW_TEST_LLM_KEY").complete("Hi")
-    if protocol == "openai":
-        assert fake.last.headers["authorization"] == "Bearer sk-secret"
-    else:
-        assert fake.last.headers["x-api-key"] == "sk-secret"
-        assert "authorization" not in fake.last.headers
-
-
-def test_a_named_key_variable_that_is_unset_is_permanent(
-    protocol: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("ITEMFLOW_TEST_LLM_KEY", raising=False)
-    with pytest.raises(PermanentError, match="set the environment variable ITEMFLOW_TEST_LLM_KEY"):
-        client(protocol, fake, api_key_env="ITEMFLOW_TEST_LLM_KEY")
-    assert fake.requests == []
-
-
-def test_the_default_key_variable_is_required_for_a_remote_server(
-    protocol: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    variable = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}[protocol]
-    monkeypatch.delenv(variable, raising=False)
-    with pytest.raises(PermanentError, match=f"set the environment variable {variable}"):
-        connect(processor(protocol))
-
-
-def test_a_local_server_needs_no_key_when_the_default_variable_is_unset(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with FakeProvider(Reply(body=openai_answer("local"))) as fake:
-        provider = connect(processor("openai", base_url=fake.url + "/v1"))
-        assert provider.complete("Hi").text == "local"
-    assert "authorization" not in fake.last.headers
 
 
 def test_503_twice_is_transient_each_time_then_the_answer_comes(
@@ -150,7 +109,7 @@ def test_401_without_a_json_body_is_permanent_with_the_body(
 def test_a_timeout_is_transient(protocol: str, fake: FakeProvider) -> None:
     fake.replies.append(Reply(delay=1.0, body=ANSWERS[protocol]("late")))
     started = time.monotonic()
-    with pytest.raises(TransientError, match="no answer from .* within 0.2 s"):
+    with pytest.raises(TransientError, match="no answer within 0.2 s"):
         client(protocol, fake, timeout_s=0.2).complete("Hi")
     assert time.monotonic() - started < 0.9
 
@@ -160,8 +119,8 @@ def test_a_refused_connection_is_transient(protocol: str) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     base_url = f"http://127.0.0.1:{port}"
-    provider = connect(processor(protocol, base_url=base_url, api_key_env=""))
-    with pytest.raises(TransientError, match="cannot reach"):
+    provider = connect(processor(protocol, base_url=base_url))
+    with pytest.raises(TransientError, match="cannot reach the server: ConnectError"):
         provider.complete("Hi")
 
 
@@ -238,51 +197,6 @@ def test_openai_sends_temperature_and_max_tokens_only_when_set() -> None:
         client("openai", fake, temperature=0.5, max_tokens=20).complete("Hi")
         assert fake.last.body["temperature"] == 0.5
         assert fake.last.body["max_tokens"] == 20
-
-
-@pytest.mark.parametrize(
-    ("external_config", "message"),
-    [
-        ("{not json", "external_config is not valid JSON"),
-        ("[1]", "external_config must be a JSON object"),
-        ('{"base_url": 5}', "external_config.base_url must be a string"),
-        ('{"base_url": "ftp://example.com"}', "external_config.base_url must be an http"),
-        ('{"timeout_s": "10"}', "external_config.timeout_s must be a number"),
-        ('{"timeout_s": 0}', "external_config.timeout_s must be more than 0"),
-        ('{"temperature": true}', "external_config.temperature must be a number"),
-        ('{"max_tokens": 1.5}', "external_config.max_tokens must be a whole number"),
-        ('{"api_key_env": 1}', "external_config.api_key_env must be a string"),
-        ('{"api_key": "sk-1"}', "unknown field.*api_key"),
-    ],
-)
-def test_bad_external_config_is_permanent_and_names_the_field(
-    external_config: str, message: str
-) -> None:
-    config = PostProcessorConfig(
-        id=uuid.uuid4(),
-        name="p",
-        model_type="llm",
-        external_provider="openai",
-        external_model="m",
-        external_config=external_config,
-    )
-    with pytest.raises(PermanentError, match=message):
-        connect(config)
-
-
-@pytest.mark.parametrize(
-    ("provider", "model", "message"),
-    [
-        (None, "m", "needs external_provider"),
-        ("mistral", "m", "Unknown external_provider 'mistral'"),
-        ("openai", " ", "external_model is empty"),
-    ],
-)
-def test_the_provider_and_model_must_be_named(
-    provider: str | None, model: str, message: str
-) -> None:
-    with pytest.raises(PermanentError, match=message):
-        connect(processor(provider, model, api_key_env=""))
 
 
 def test_retry_after_is_optional_and_survives_pickling() -> None:
