@@ -70,14 +70,16 @@ class ProviderConnection(BaseModel):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not is_http_url(value):
-            raise ValueError(f"must be an http(s) URL, not {value!r}")
+            # Not echoed: an operator may have pasted a URL with a password.
+            raise ValueError("must be an http(s) URL with a host")
         return value.rstrip("/")
 
     @field_validator("api_key_env")
     @classmethod
     def _variable_name(cls, value: str) -> str:
         if value and not ENV_NAME.fullmatch(value):
-            raise ValueError(f"must be the name of an environment variable, not {value!r}")
+            # Not echoed: an operator may have pasted the key itself.
+            raise ValueError("must be the name of an environment variable (letters, digits, _)")
         return value
 
 
@@ -146,15 +148,20 @@ def load_connections(text: str, file: Path | None) -> dict[str, ProviderConnecti
 # as global: Azure's wire server. (AWS, GCP and Azure's IMDS at
 # 169.254.169.254 and AWS's fd00:ec2::254 are link-local and private.)
 METADATA = frozenset({ipaddress.ip_address("168.63.129.16")})
-# Addresses that carry an IPv4 address inside an IPv6 one: NAT64 prefixes.
-NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# The well-known NAT64 prefix: the IPv4 address it translates to is checked.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Every public IPv6 unicast address lies in 2000::/3; anything else (the
+# IPv4-compatible ::/96, SIIT's ::ffff:0:0:0/96, site-local fec0::/10, the
+# local-use NAT64 64:ff9b:1::/48, ...) is refused whatever Python's tables
+# of special ranges say in the version that runs.
+GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 # Names that always mean this machine (RFC 6761).
 LOOPBACK_NAMES = ("localhost", ".localhost")
 
 
 def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for, if any: mapped
-    (::ffff:a.b.c.d), 6to4, Teredo's client, or NAT64."""
+    (::ffff:a.b.c.d), 6to4, Teredo's client, or the well-known NAT64."""
     if isinstance(address, ipaddress.IPv4Address):
         return None
     if address.ipv4_mapped is not None:
@@ -163,7 +170,7 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if any(address in network for network in NAT64):
+    if address in NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -185,7 +192,9 @@ def why_not_public(address: IPAddress) -> str | None:
         return "the unspecified address, which reaches this machine"
     if address.is_private:
         return "a private address"
-    if address.is_multicast or not address.is_global:
+    if isinstance(address, ipaddress.IPv6Address) and address not in GLOBAL_UNICAST:
+        return "not a public unicast address"
+    if address.is_multicast or address.is_reserved or not address.is_global:
         return "not a public unicast address"
     return None
 

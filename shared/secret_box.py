@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -51,7 +52,7 @@ def _fernet(create: bool) -> MultiFernet:
 
 def _key_from_file(path: Path, create: bool) -> str:
     try:
-        key = path.read_text(encoding="ascii").strip()
+        key = _read_written_key(path)
     except FileNotFoundError:
         if not create:
             raise SecretKeyMissing("no SECRETS_KEY is set and no key file exists") from None
@@ -74,8 +75,33 @@ def _create_key_file(path: Path) -> str:
             file.write(Fernet.generate_key().decode("ascii") + "\n")
             file.flush()
             os.fsync(file.fileno())
-        with contextlib.suppress(FileExistsError):
+        try:
             os.link(draft, path)
+        except FileExistsError:
+            pass
+        except OSError:
+            # A filesystem without hard links: an exclusive create, which a
+            # reader may find still empty for a moment (see below).
+            with contextlib.suppress(FileExistsError):
+                _write_exclusive(path, draft.read_text(encoding="ascii"))
     finally:
         draft.unlink(missing_ok=True)
-    return path.read_text(encoding="ascii").strip()
+    return _read_written_key(path)
+
+
+def _write_exclusive(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _read_written_key(path: Path) -> str:
+    # The file another process is creating may not hold its key yet.
+    for _ in range(50):
+        key = path.read_text(encoding="ascii").strip()
+        if key:
+            return key
+        time.sleep(0.02)
+    return key

@@ -20,6 +20,7 @@ from shared.db import database_now, session_scope
 from shared.models import PostProcessorJob
 from shared.postprocessors.base import ModelOutput, PermanentError, TransientError
 from shared.postprocessors.registry import get_registry
+from shared.redact import sanitise
 from shared.services import jobs
 from shared.settings import get_settings
 from shared.storage import get_storage
@@ -93,7 +94,9 @@ def run_job(job_id: uuid.UUID) -> Outcome:
         return Outcome("put_back" if put_back else "skipped", claimed.attempt)
     except Exception as error:  # a model's unexpected error may pass: retry it
         log.exception("event=job.error %s", context)
-        message = f"{type(error).__name__}: {error}"
+        # Its message may quote anything the model touched: kept short and
+        # without what looks like a credential, as a provider's error is.
+        message = sanitise(f"{type(error).__name__}: {error}")
         return _record_failure(claimed, context, message, transient=True)
     with session_scope() as session:
         recorded = jobs.complete_job(session, claimed, output)

@@ -102,6 +102,19 @@ def test_a_settings_error_never_shows_a_secret() -> None:
         Settings(secrets_key="not-a-fernet-key-but-a-secret", providers="{nope")
     assert "not-a-fernet-key-but-a-secret" not in str(raised.value)
     assert "SECRETS_KEY" in str(raised.value)
+    # An operator who pasted the key where its variable's name goes, or a
+    # password into the URL.
+    pasted = {
+        "x": {
+            "protocol": "openai",
+            "base_url": "ftp://u:hunter2@x",
+            "api_key_env": "sk-proj-SECRET",
+        }
+    }
+    with pytest.raises(ValidationError) as raised:
+        Settings(providers=json.dumps(pasted))
+    assert "api_key_env" in str(raised.value) and "base_url" in str(raised.value)
+    assert "SECRET" not in str(raised.value) and "hunter2" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -125,6 +138,13 @@ def test_a_settings_error_never_shows_a_secret() -> None:
         ("::ffff:169.254.169.254", "link-local.*inside an IPv6"),
         ("64:ff9b::a00:1", "private.*inside an IPv6"),
         ("2002:a9fe:a9fe::", "link-local.*inside an IPv6"),
+        # Outside 2000::/3, whatever this Python's tables say of them.
+        ("::7f00:1", "not a public"),
+        ("::a9fe:a9fe", "not a public"),
+        ("::ffff:0:7f00:1", "not a public"),
+        ("64:ff9b:1:a9fe:a9:fe00:808:808", "not a public"),
+        ("fec0::1", "not a public"),
+        ("5f00::1", "not a public"),
     ],
 )
 def test_addresses_that_are_not_public(address: str, reason: str) -> None:

@@ -53,7 +53,9 @@ class AnthropicProvider(Provider):
         text = "".join(
             block["text"]
             for block in answer["content"]
-            if isinstance(block, dict) and block.get("type") == "text" and "text" in block
+            if isinstance(block, dict)
+            and block.get("type") == "text"
+            and isinstance(block.get("text"), str)
         )
         return Completion(
             text=text,

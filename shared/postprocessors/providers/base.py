@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 import httpx
@@ -21,7 +21,12 @@ from shared.postprocessors.base import PermanentError, TransientError
 from shared.postprocessors.providers.egress import AddressRefused, guarded_client
 from shared.postprocessors.providers.options import Options
 from shared.postprocessors.providers.slots import call_slot
+from shared.redact import sanitise
 from shared.settings import get_settings
+
+# An answer larger than this is no chat completion: refused unread, so
+# that a server of a user's cannot fill a worker's memory.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,40 +87,62 @@ class Provider(ABC):
     def post(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
         """POST a JSON body and return the JSON answer, or raise the error
         class the job runner should act on."""
-        settings = get_settings()
-        timeout = self.options.timeout_s
-        with call_slot(settings.provider_slots_dir, self.name, self.max_concurrency):
-            try:
-                # A client per call: the model object lives in a prefork
-                # worker and an LLM answer takes far longer than a connection.
-                with self._client(timeout) as client:
-                    response = client.post(
-                        self.endpoint.base_url + path, headers=headers, json=body
-                    )
-            except AddressRefused as error:
-                raise PermanentError(f"{self.where}: {error}.") from None
-            except httpx.TimeoutException:
-                raise TransientError(f"{self.where}: no answer within {timeout:g} s.") from None
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
-                raise PermanentError(
-                    f"{self.where}: the base_url is not usable: {self.excerpt(str(error))}"
-                ) from None
-            except httpx.TransportError as error:
-                raise TransientError(
-                    f"{self.where}: cannot reach the server: "
-                    f"{type(error).__name__}: {self.excerpt(str(error))}"
-                ) from None
-        if not response.is_success:
-            raise self._status_error(response)
+        # The operator's limit is for the operator's endpoint: a user's own
+        # server neither takes its slots nor waits for them.
+        limit = None if self.endpoint.users_own else self.max_concurrency
+        with call_slot(get_settings().provider_slots_dir, self.name, limit):
+            status, answer_headers, content = self._send(path, headers, body)
+        if not 200 <= status < 300:
+            raise self._status_error(status, answer_headers, content)
         try:
-            return response.json()
-        except ValueError:
+            return json.loads(content)
+        except (ValueError, RecursionError):
             # A 200 that is not JSON is a base_url pointing at something
             # other than the API (a web page, a proxy); a retry won't fix it.
             raise PermanentError(
                 f"{self.where} answered with something other than JSON: "
-                f"{self.excerpt(response.text)!r}"
+                f"{self.excerpt(content.decode('utf-8', 'replace'))!r}"
             ) from None
+
+    def _send(
+        self, path: str, headers: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, httpx.Headers, bytes]:
+        timeout = self.options.timeout_s
+        try:
+            # A client per call: the model object lives in a prefork worker
+            # and an LLM answer takes far longer than a new connection.
+            with self._client(timeout) as client:
+                url = self.endpoint.base_url + path
+                with client.stream("POST", url, headers=headers, json=body) as response:
+                    content = bytearray()
+                    for chunk in response.iter_bytes():
+                        content += chunk
+                        if len(content) > MAX_ANSWER_BYTES:
+                            raise PermanentError(
+                                f"{self.where}: the answer is larger than "
+                                f"{MAX_ANSWER_BYTES // 2**20} MiB."
+                            )
+                    return response.status_code, response.headers, bytes(content)
+        except AddressRefused as error:
+            raise PermanentError(f"{self.where}: {error}.") from None
+        except httpx.TimeoutException:
+            raise TransientError(f"{self.where}: no answer within {timeout:g} s.") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
+            raise PermanentError(
+                f"{self.where}: the base_url is not usable: {self._transport_detail(error)}"
+            ) from None
+        except httpx.TransportError as error:
+            raise TransientError(
+                f"{self.where}: cannot reach the server: {self._transport_detail(error)}"
+            ) from None
+
+    def _transport_detail(self, error: Exception) -> str:
+        # About the operator's endpoint, only the kind of failure: its
+        # messages can name internal hosts ("certificate is not valid for
+        # 'gw.corp'"). About a user's own server, what went wrong.
+        if not self.endpoint.users_own:
+            return type(error).__name__
+        return f"{type(error).__name__}: {self.excerpt(str(error))}"
 
     def unexpected_answer(self, answer: Any) -> PermanentError:
         """A 2xx whose JSON is not the protocol's: the base_url serves another API."""
@@ -134,24 +161,32 @@ class Provider(ABC):
         """What the provider said, shortened and cleaned for an error."""
         return sanitise(text, self.endpoint.api_key)
 
-    def _status_error(self, response: httpx.Response) -> TransientError | PermanentError:
+    def _status_error(
+        self, status: int, headers: httpx.Headers, content: bytes
+    ) -> TransientError | PermanentError:
+        # The status's own phrase, not the one the server sent: that is
+        # free text of the server's choosing.
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "(an unknown status)"
         message = (
-            f"{self.where} answered {response.status_code} {response.reason_phrase}: "
-            f"{self.excerpt(_provider_message(response))}"
+            f"{self.where} answered {status} {phrase}: {self.excerpt(_provider_message(content))}"
         )
         # 408 is a timeout on the server's side, as transient as one on ours.
-        if response.status_code in (408, 429) or response.status_code >= 500:
-            return TransientError(message, retry_after=_retry_after(response.headers))
+        if status in (408, 429) or status >= 500:
+            return TransientError(message, retry_after=_retry_after(headers))
         return PermanentError(message)
 
 
-def _provider_message(response: httpx.Response) -> str:
+def _provider_message(content: bytes) -> str:
     """The error message inside the body: OpenAI and Anthropic both send
     {"error": {"message": ...}}; vLLM and others sometimes a bare string."""
+    text = content.decode("utf-8", "replace")
     try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip() or "(no message)"
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        return text.strip() or "(no message)"
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         kind = error.get("type")
@@ -160,7 +195,7 @@ def _provider_message(response: httpx.Response) -> str:
         return error
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return str(body["message"])
-    return response.text
+    return text
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -187,34 +222,3 @@ def _seconds(value: str | None) -> float | None:
     except ValueError:
         return None
     return max(number, 0.0) if math.isfinite(number) else None
-
-
-# What looks like a credential wherever it appears in an answer: a bearer
-# token, or a key in the shape OpenAI and Anthropic give theirs (providers
-# echo a key, masked or not, in their "invalid key" messages).
-CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+\S+|\b(sk|pk|rk)-[\w*.-]{6,}")
-# Masks a provider puts in the middle of a key it echoes: "abcd****wxyz".
-MASK = re.compile(r"\*+|…|\.{3,}")
-EXCERPT = 200
-
-
-def sanitise(text: str, key: str | None = None, limit: int = EXCERPT) -> str:
-    """A short excerpt of what a provider said, safe for a job's error and
-    the logs: without the key sent, in whole or in part, anything shaped
-    like a credential, or control characters; at most `limit` characters."""
-    if key:
-        text = text.replace(key, "[redacted]")
-        text = re.sub(r"\S{4,}", lambda word: _unless_key_part(word.group(), key), text)
-    text = CREDENTIAL.sub("[redacted]", text)
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _unless_key_part(word: str, key: str) -> str:
-    """The word, or "[redacted]" when it shows part of the key: six or more
-    characters of it, or four on either side of a mask."""
-    pieces = [piece.strip("'\"()[]{},;:") for piece in MASK.split(word)]
-    shortest = 4 if len(pieces) > 1 else 6
-    if any(len(piece) >= shortest and piece in key for piece in pieces):
-        return "[redacted]"
-    return word

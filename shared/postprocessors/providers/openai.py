@@ -68,6 +68,8 @@ def _text(content: Any) -> str:
         return "".join(
             part["text"]
             for part in content
-            if isinstance(part, dict) and part.get("type") == "text" and "text" in part
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
         )
     return ""

@@ -14,8 +14,9 @@ from pydantic import SecretStr
 
 from shared.postprocessors.base import PermanentError, TransientError
 from shared.postprocessors.providers import connect
-from shared.postprocessors.providers.base import sanitise
+from shared.postprocessors.providers.base import MAX_ANSWER_BYTES
 from shared.provider_config import ProviderConnection
+from shared.redact import sanitise
 from shared.settings import get_settings
 from tests.shared.postprocessors.fake_llm_server import (
     FakeProvider,
@@ -139,6 +140,41 @@ def test_a_page_is_cut_short_and_control_characters_go() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "bad key=ABCDEFGHIJKLMNOPQR, try again",  # glued to other characters
+        "xDEFGHIJKLMNOPQRSTUVWX",  # all but its first characters
+        "ABCDE\u200bFGHIJ\u200bKLMNO",  # broken up by invisible characters
+        "your key ABCD****UVWX is wrong",  # masked in the middle
+        "ends with ...QRSTUVWX",
+    ],
+)
+def test_any_part_of_the_key_is_redacted(echo: str) -> None:
+    key = "ABCDEFGHIJKLMNOPQRSTUVWX"
+    cleaned = sanitise(echo, key)
+    assert "[redacted]" in cleaned
+    for start in range(len(key) - 3):
+        assert key[start : start + 4] not in cleaned, cleaned
+    assert sanitise("the model gpt-4o is unknown", key) == "the model gpt-4o is unknown"
+
+
+def test_the_status_phrase_is_the_standards_not_the_servers(operator: FakeProvider) -> None:
+    operator.replies.append(Reply(400, {"error": {"message": "no"}}))
+    with pytest.raises(PermanentError) as raised:
+        connect(processor("openai")).complete("Hi")
+    assert str(raised.value) == "openai answered 400 Bad Request: no"
+
+
+def test_an_answer_too_large_or_too_deep_is_refused(users_server: FakeProvider) -> None:
+    users_server.replies.append(Reply(200, "[" * 100_000 + "]" * 100_000))
+    with pytest.raises(PermanentError, match="something other than JSON"):
+        client("openai", users_server).complete("Hi")
+    users_server.replies.append(Reply(200, "x" * (MAX_ANSWER_BYTES + 1)))
+    with pytest.raises(PermanentError, match="larger than 16 MiB"):
+        client("openai", users_server).complete("Hi")
+
+
 def test_errors_name_the_users_base_url_but_not_the_operators(operator: FakeProvider) -> None:
     operator.replies.append(Reply(delay=0.5, body=openai_answer("late")))
     with pytest.raises(TransientError) as raised:
@@ -180,6 +216,25 @@ def test_max_concurrency_bounds_the_calls_in_flight(
         thread.join()
     assert len(operator.requests) == 5
     assert peak == limit
+
+
+def test_a_users_own_server_takes_none_of_the_operators_slots(
+    operator: FakeProvider, users_server: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connections = dict(get_settings().provider_connections)
+    connections["openai"] = connections["openai"].model_copy(update={"max_concurrency": 1})
+    monkeypatch.setattr(get_settings(), "provider_connections", connections)
+    # A user's slow server, answering after the operator's call has had
+    # time to wait for a slot it would share.
+    users_server.default = Reply(delay=1.0, body=openai_answer("slow"))
+    slow = threading.Thread(target=lambda: client("openai", users_server).complete("Hi"))
+    slow.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert connect(processor("openai")).complete("Hi").text == "operator"
+    waited = time.monotonic() - started
+    slow.join()
+    assert waited < 0.7, waited
 
 
 @pytest.mark.parametrize(
