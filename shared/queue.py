@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import get_args
 
+from shared.broker import celery_app
 from shared.schemas import ModelType
 from shared.settings import Settings, get_settings
 
@@ -33,10 +34,8 @@ def queue_for(model_type: str, settings: Settings | None = None) -> str:
 
 
 def send(message: JobMessage, countdown: float = 0) -> None:
-    from worker.app import celery_app
-
     soft, hard = get_settings().time_limits_for(message.model_type)
-    celery_app.send_task(
+    celery_app().send_task(
         TASK_NAME,
         kwargs=asdict(message),
         queue=queue_for(message.model_type),

@@ -1,76 +1,9 @@
-"""The Celery app, configured for at-least-once delivery.
-
-A message is acknowledged only after its task ran (acks_late), and given
-back if the worker process dies mid-task (reject_on_worker_lost). Each
-worker process reserves one message at a time (prefetch 1), so a slow job
-does not hold others hostage. Running a job twice is harmless: the claim in
-the database lets only one run count, and a job whose worker died is taken
-back by the reaper once the claim's lease, which the running task renews,
-has run out.
-"""
+"""The Celery app a worker runs: the broker's app (shared/broker.py, where
+its delivery settings are explained) with the worker's tasks added."""
 
 from __future__ import annotations
 
-from typing import Any
+from shared.broker import celery_app as broker_app
 
-from celery import Celery
-
-from shared.settings import Settings, get_settings
-
-
-def celery_config(settings: Settings) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "broker_url": settings.effective_broker_url,
-        "broker_connection_retry_on_startup": True,
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "result_serializer": "json",
-        "task_ignore_result": True,
-        "task_default_queue": settings.queue_name,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        # Without the broker connection a running task could not be
-        # acknowledged, and its message goes to another worker: stop the run
-        # rather than let two of them go on. Its job is taken back when its
-        # lease runs out.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_prefetch_multiplier": 1,
-        "task_soft_time_limit": settings.task_soft_time_limit_seconds,
-        "task_time_limit": settings.task_time_limit_seconds,
-        # Events for Flower: workers send them, and so does the sender.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "worker_hijack_root_logger": False,
-        "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout_seconds,
-        },
-    }
-    if settings.is_embedded_broker:
-        folder = settings.broker_folder
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        config["broker_transport_options"].update(
-            {
-                "data_folder_in": str(folder / "queue"),
-                "data_folder_out": str(folder / "queue"),
-                "processed_folder": str(folder / "processed"),
-                "control_folder": str(folder / "control"),
-                "store_processed": False,
-                # The folder is polled; once a second (the default) makes every
-                # job wait half a second on average before it starts.
-                "polling_interval": 0.25,
-            }
-        )
-    if settings.worker_concurrency:
-        config["worker_concurrency"] = settings.worker_concurrency
-    return config
-
-
-def make_celery(settings: Settings | None = None) -> Celery:
-    app = Celery("itemflow")
-    app.conf.update(celery_config(settings or get_settings()))
-    app.conf.include = ["worker.tasks"]
-    return app
-
-
-celery_app = make_celery()
+celery_app = broker_app()
+celery_app.conf.include = ["worker.tasks"]

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from api.http import Context, endpoint
 from api.problems import problem
+from shared.broker import celery_app
 from shared.db import get_engine
 
 
@@ -44,10 +45,8 @@ def _database_ok() -> bool:
 
 
 def _broker_ok() -> bool:
-    from worker.app import celery_app
-
     try:
-        with celery_app.connection_for_write() as connection:
+        with celery_app().connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
     except Exception:
         return False

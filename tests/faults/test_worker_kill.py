@@ -266,9 +266,9 @@ def test_sigterm_puts_back_a_job_still_running_after_the_grace_period(api, worke
 
 
 def test_the_same_message_delivered_three_times_at_once_runs_once(api, workers):
+    from shared.broker import make_celery
     from shared.queue import TASK_NAME, queue_for
     from shared.settings import Settings
-    from worker.app import make_celery
 
     workers("g1"), workers("g2")
     dataset, post_processor = stalling(api, sleep=2)

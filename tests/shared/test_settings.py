@@ -1,3 +1,6 @@
+import pytest
+from pydantic import ValidationError
+
 from shared.settings import Settings
 
 
@@ -12,3 +15,14 @@ def test_with_nothing_set_everything_is_embedded(tmp_path):
     assert settings.is_embedded_broker
     assert settings.files_dir == tmp_path / "files"
     assert settings.max_upload_bytes == 100 * 1024 * 1024
+
+
+def test_time_limits_are_set_per_model_type():
+    settings = Settings(time_limits={"stt": (1800, 2400)}, visibility_timeout_seconds=3600)
+    assert settings.time_limits_for("stt") == (1800, 2400)
+    assert settings.time_limits_for("ocr") == (600, 900)
+
+
+def test_a_visibility_timeout_shorter_than_a_run_is_refused():
+    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT_SECONDS"):
+        Settings(time_limits={"stt": (3000, 3600)}, visibility_timeout_seconds=3600)

@@ -1,0 +1,58 @@
+"""The broker's configuration and the app that sends job messages."""
+
+import subprocess
+import sys
+
+from shared.broker import celery_app, celery_config
+from shared.queue import MODEL_TYPES, queue_for
+from shared.settings import Settings
+from tests.fixtures import ROOT
+
+
+def test_delivery_is_at_least_once():
+    conf = celery_app().conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json"
+    assert conf.accept_content == ["json"]
+    assert conf.broker_transport_options["visibility_timeout"] == 3600
+
+
+def test_workers_send_events_for_flower():
+    assert celery_app().conf.worker_send_task_events is True
+    assert celery_app().conf.task_send_sent_event is True
+
+
+def test_the_visibility_timeout_is_a_setting(tmp_path):
+    config = celery_config(Settings(var_dir=tmp_path, visibility_timeout_seconds=7200))
+    assert config["broker_transport_options"]["visibility_timeout"] == 7200
+
+
+def test_each_model_type_has_a_queue_of_its_own():
+    settings = Settings(queue_name="itemflow")
+    assert [queue_for(model_type, settings) for model_type in MODEL_TYPES] == [
+        "itemflow.stt",
+        "itemflow.stt-diarization",
+        "itemflow.classification",
+        "itemflow.detection",
+        "itemflow.ner",
+        "itemflow.ocr",
+        "itemflow.llm",
+    ]
+
+
+def test_sending_needs_nothing_of_the_worker_and_importing_builds_nothing(tmp_path):
+    """The API and the reaper send without the worker's code, and importing
+    the sending side neither builds an app nor makes broker folders."""
+    script = (
+        "import sys, shared.queue, api.app\n"
+        "from pathlib import Path\n"
+        "assert not any(name.startswith('worker') for name in sys.modules), sys.modules\n"
+        "assert not (Path(sys.argv[1]) / 'broker').exists()\n"
+    )
+    env = {"VAR_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, env=env, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
