@@ -224,3 +224,20 @@ def other_client(api_url: str) -> Iterator[httpx.Client]:
 def anonymous(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_url + "/api/v1", timeout=30) as http:
         yield http
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The job messages that would have gone to the broker, for tests that
+    call the services in this process."""
+    from shared import queue
+
+    messages: list[object] = []
+    lock = threading.Lock()
+
+    def record(message: object, countdown: float = 0) -> None:
+        with lock:
+            messages.append(message)
+
+    monkeypatch.setattr(queue, "send", record)
+    return messages

@@ -12,10 +12,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from shared.db import get_engine
 from shared.postprocessors.registry import get_registry
 from shared.queue import TASK_NAME
-from shared.services.execution import abandon_timed_out, run_job, stopping
+from shared.services.execution import abandon_timed_out, run_job
 from shared.settings import get_settings
 from worker.app import celery_app
-from worker.shutdown import listen_for_interrupts
+from worker.shutdown import shutdown
 
 
 @celery_app.task(
@@ -38,12 +38,13 @@ def run_post_processor(
 ) -> str:
     """Run one post-processor job. Only `job_id` is needed to run it; the
     rest is in the message so that Flower shows it."""
-    listen_for_interrupts()
-    if stopping():
+    shutdown.listen_for_interrupts()
+    if shutdown.stopping:
         # This process's worker is shutting down and has stopped its jobs:
         # the message goes back to the broker for another worker.
         raise Reject("the worker is shutting down", requeue=True)
-    return run_job(uuid.UUID(job_id)).status
+    # The value, not the enum: Flower shows the task's result as its repr.
+    return run_job(uuid.UUID(job_id), shutdown).status.value
 
 
 @worker_process_init.connect

@@ -4,16 +4,17 @@ worker's task; kept here so it can be tested without Celery."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
-from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 
 from shared.db import database_now, session_scope
@@ -28,70 +29,94 @@ from shared.storage import get_storage
 log = logging.getLogger("itemflow.jobs")
 
 
-class ShutdownInterrupt(BaseException):
-    """Raised into a running model when its worker's shutdown grace period
-    is over. A BaseException, so that a model's own `except Exception`
-    cannot swallow it."""
+class Interrupted(BaseException):
+    """Raised into a running model when its worker stops it at the end of a
+    shutdown grace period. A BaseException, so that a model's own
+    `except Exception` cannot swallow it."""
 
 
-# Whether this process is inside a model's run: the only place where a
-# shutdown may interrupt a job (not while its outcome is being written).
-_model_running = False
-# Whether this process's worker has told it to stop: kept, so that a signal
-# that came while the job was being claimed still stops it before its model
-# runs, and so that the process starts no further job.
-_stopping = False
+class OutOfTime(Exception):
+    """The attempt ran into its soft time limit."""
 
 
-def interrupt_model() -> None:
-    """Stop the model this process is running, if any, and any job it would
-    start; called from the worker's signal handler at the end of its
-    shutdown grace period."""
-    global _stopping
-    _stopping = True
-    if _model_running:
-        raise ShutdownInterrupt
+class RunControl(Protocol):
+    """What the process running a job may do to it. The worker's warm
+    shutdown (worker/shutdown.py) interrupts models and ends attempts at
+    their time limit; `UNSUPERVISED` does neither."""
+
+    @property
+    def stopping(self) -> bool:
+        """Whether this process has been told to stop: it starts no job."""
+
+    def attempt(self) -> AbstractContextManager[None]:
+        """Around the whole attempt: raises OutOfTime when its time is up."""
+
+    def model(self) -> AbstractContextManager[None]:
+        """Around the model's run, the only place an interrupt may land (not
+        while an outcome is written): raises Interrupted at once when the
+        process is stopping, or while the model runs when told to stop."""
 
 
-def stopping() -> bool:
-    return _stopping
+class Unsupervised:
+    """A run that nothing stops, for callers outside a worker."""
+
+    stopping = False
+
+    def attempt(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def model(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+UNSUPERVISED = Unsupervised()
+
+
+class RunOutcome(enum.StrEnum):
+    """How a delivery of a job's message ended."""
+
+    COMPLETED = "completed"
+    RETRYING = "retrying"  # a transient failure; sent again after its back-off
+    FAILED = "failed"
+    SKIPPED = "skipped"  # nothing to claim, or a stale run's result discarded
+    PUT_BACK = "put_back"  # interrupted by a shutdown; the attempt not counted
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # completed, retrying, failed, skipped, put_back
+    status: RunOutcome
     attempt: int = 0
     error: str = ""
 
 
-def run_job(job_id: uuid.UUID) -> Outcome:
+def run_job(job_id: uuid.UUID, control: RunControl = UNSUPERVISED) -> Outcome:
     with session_scope() as session:
         claimed = jobs.claim_job(session, job_id)
     if claimed is None:
         # Already taken, finished, or deleted with its item: a duplicate or
         # stale message, dropped without error.
         log.info("event=job.skipped job_id=%s", job_id)
-        return Outcome("skipped")
+        return Outcome(RunOutcome.SKIPPED)
     context = f"job_id={job_id} item_id={claimed.item.id} attempt={claimed.attempt}"
     log.info("event=job.started %s model_type=%s", context, claimed.config.model_type)
     started = time.monotonic()
     try:
         # The heartbeat stops before any outcome is recorded below.
-        with lease_kept(claimed, context):
-            output = _run_model(claimed)
+        with lease_kept(claimed, context), control.attempt():
+            output = _run_model(claimed, control)
     except PermanentError as error:
         return _record_failure(claimed, context, str(error), transient=False)
     except TransientError as error:
         return _record_failure(
             claimed, context, str(error), transient=True, retry_after=error.retry_after
         )
-    except SoftTimeLimitExceeded:
+    except OutOfTime:
         return _record_failure(claimed, context, "The job ran out of time.", transient=True)
-    except ShutdownInterrupt:
+    except Interrupted:
         with session_scope() as session:
             put_back = jobs.put_back(session, claimed)
         log.warning("event=job.put_back %s held=%s", context, put_back)
-        return Outcome("put_back" if put_back else "skipped", claimed.attempt)
+        return Outcome(RunOutcome.PUT_BACK if put_back else RunOutcome.SKIPPED, claimed.attempt)
     except Exception as error:  # a model's unexpected error may pass: retry it
         log.exception("event=job.error %s", context)
         # Its message may quote anything the model touched: kept short and
@@ -102,9 +127,9 @@ def run_job(job_id: uuid.UUID) -> Outcome:
         recorded = jobs.complete_job(session, claimed, output)
     seconds = time.monotonic() - started
     if not recorded:
-        return Outcome("skipped", claimed.attempt)
+        return Outcome(RunOutcome.SKIPPED, claimed.attempt)
     log.info("event=job.completed %s seconds=%.2f", context, seconds)
-    return Outcome("completed", claimed.attempt)
+    return Outcome(RunOutcome.COMPLETED, claimed.attempt)
 
 
 def abandon_timed_out(job_id: uuid.UUID, seconds: float) -> str | None:
@@ -174,8 +199,7 @@ def _heartbeat(claimed: jobs.ClaimedJob, context: str, stopping: threading.Event
             return
 
 
-def _run_model(claimed: jobs.ClaimedJob) -> ModelOutput:
-    global _model_running
+def _run_model(claimed: jobs.ClaimedJob, control: RunControl) -> ModelOutput:
     model = get_registry().get(claimed.config.model_type, claimed.config.model_id)
     with ExitStack() as stack:
         file = None
@@ -183,15 +207,8 @@ def _run_model(claimed: jobs.ClaimedJob) -> ModelOutput:
             file = stack.enter_context(get_storage().local_path(claimed.file_key))
             if not file.exists():
                 raise PermanentError("The item's file is missing from storage.")
-        # Interruptible only while the model itself runs: a finished result
-        # is not thrown away.
-        _model_running = True
-        try:
-            if _stopping:
-                raise ShutdownInterrupt
+        with control.model():
             return model.run(claimed.item, file, claimed.config)
-        finally:
-            _model_running = False
 
 
 def _record_failure(
@@ -205,6 +222,6 @@ def _record_failure(
         backoff = jobs.fail_attempt(session, claimed, error, transient, retry_after)
     if backoff is not None:
         log.warning("event=job.retrying %s backoff=%.1f error=%r", context, backoff, error)
-        return Outcome("retrying", claimed.attempt, error)
+        return Outcome(RunOutcome.RETRYING, claimed.attempt, error)
     log.warning("event=job.failed %s error=%r", context, error)
-    return Outcome("failed", claimed.attempt, error)
+    return Outcome(RunOutcome.FAILED, claimed.attempt, error)

@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from shared.db import session_scope
 from shared.models import JobStatus, PostProcessorJob, utcnow
-from shared.services import execution, jobs
+from shared.services import jobs
 from shared.services.execution import abandon_timed_out, lease_kept
 from shared.services.reaper import sweep
 from shared.settings import Settings, get_settings
@@ -265,48 +265,6 @@ def test_a_worker_whose_clock_is_behind_keeps_its_job(sent, monkeypatch):
     assert swept.taken_back == 0
     assert row(job.id).status == "processing"
     assert sent == []
-
-
-class InterruptedModel:
-    """Stands for a model whose process gets the worker's interrupt while it
-    runs."""
-
-    def run(self, item, file, config):
-        execution.interrupt_model()
-        raise AssertionError("the interrupt did not stop the model")
-
-
-@pytest.fixture
-def not_stopping(monkeypatch):
-    """The process-wide stop flag, as it is again after the test."""
-    monkeypatch.setattr(execution, "_stopping", False)
-
-
-def test_an_interrupted_model_puts_its_job_back(sent, monkeypatch, not_stopping):
-    job, _item, _version = make_job()
-    registry = type("Registry", (), {"get": lambda self, *_: InterruptedModel()})()
-    monkeypatch.setattr(execution, "get_registry", lambda: registry)
-
-    outcome = execution.run_job(job.id)
-
-    assert outcome.status == "put_back"
-    put_back = row(job.id)
-    assert (put_back.status, put_back.attempts) == ("pending", 0)
-    assert [message.job_id for message in sent] == [str(job.id)]
-    assert execution.stopping()
-
-
-def test_an_interrupt_that_came_before_the_model_ran_still_puts_the_job_back(sent, not_stopping):
-    """The signal reached the process while it was claiming the job, when it
-    could not yet stop anything: it is kept, and the model never starts (this
-    job's model would fail it for good)."""
-    job, _item, _version = make_job(model_id="test-reject")
-    execution.interrupt_model()
-
-    outcome = execution.run_job(job.id)
-
-    assert outcome.status == "put_back"
-    assert (row(job.id).status, row(job.id).attempts) == ("pending", 0)
 
 
 def test_the_shutdown_grace_period_cannot_be_negative():
