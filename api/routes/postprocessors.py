@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from starlette.routing import Route
 
 from api.http import Context, Listing, choice_param, endpoint, public, uuid_param
 from api.routes.datasets import DATASET
 from api.routes.items import ITEM
-from shared.models import JobStatus, OnnxModel, PostProcessor, PostProcessorJob, as_dict
-from shared.postprocessors.base import PostProcessorModel
-from shared.postprocessors.registry import get_registry
+from shared.models import JobStatus, PostProcessor, PostProcessorJob, as_dict
 from shared.schemas import (
     JobPublic,
     JobRetry,
@@ -25,52 +22,8 @@ from shared.schemas import (
 from shared.services import job_lists, jobs, postprocessors
 
 
-def with_details(session: Session, rows: list[PostProcessor]) -> list[dict[str, Any]]:
-    """Post-processors with the name and kind of the model serving each."""
-    registry = get_registry()
-    classes = {row.id: registry.model_class(row.model_type, row.model_id) for row in rows}
-    # A model an operator registered is a row, not a class: the names of
-    # those asked for come in one query, not one per post-processor.
-    wanted = {row.model_id for row in rows if classes[row.id] is None and row.model_id}
-    registered = (
-        set(
-            session.execute(
-                select(OnnxModel.name, OnnxModel.kind).where(OnnxModel.name.in_(wanted))
-            )
-        )
-        if wanted
-        else set()
-    )
-    return [_details(row, classes[row.id], registered) for row in rows]
-
-
-def _details(
-    row: PostProcessor, model: type[PostProcessorModel] | None, registered: set[Any]
-) -> dict[str, Any]:
-    if row.external_provider:
-        details = {
-            "model_name": row.external_model,
-            "model_kind": "external",
-            "is_external": True,
-            "provider_name": row.external_provider,
-        }
-    elif model is not None:
-        details = {
-            "model_name": model.name,
-            "model_kind": model.kind,
-            "is_external": False,
-            "provider_name": "",
-        }
-    else:
-        onnx = (row.model_id, row.model_type) in registered
-        details = {
-            "model_name": row.model_id if onnx else "",
-            "model_kind": "onnx" if onnx else "missing",
-            "is_external": False,
-            "provider_name": "",
-        }
-    details["config_error"] = postprocessors.provider_problems(row)
-    return public(PostProcessorWithDetails, {**as_dict(row), **details})
+def with_details(row: PostProcessor, details: postprocessors.ModelDetails) -> dict[str, Any]:
+    return public(PostProcessorWithDetails, {**as_dict(row), **asdict(details)})
 
 
 def job_with_details(row: tuple[PostProcessorJob, str, str]) -> dict[str, Any]:
@@ -81,7 +34,10 @@ def job_with_details(row: tuple[PostProcessorJob, str, str]) -> dict[str, Any]:
 @endpoint()
 def list_post_processors(c: Context) -> list[dict[str, Any]]:
     rows = postprocessors.list_post_processors(c.session, c.user_id, c.id("dataset_id"))
-    return with_details(c.session, rows)
+    return [
+        with_details(row, details)
+        for row, details in zip(rows, postprocessors.model_details(c.session, rows), strict=True)
+    ]
 
 
 @endpoint(PostProcessorCreate, status=201)
@@ -95,8 +51,8 @@ def get_post_processor(c: Context) -> dict[str, Any]:
     row = postprocessors.get_post_processor(
         c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id")
     )
-    [details] = with_details(c.session, [row])
-    return details
+    [details] = postprocessors.model_details(c.session, [row])
+    return with_details(row, details)
 
 
 @endpoint(PostProcessorUpdate)

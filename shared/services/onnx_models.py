@@ -184,6 +184,14 @@ def add_model(
     return row
 
 
+def registered_model_kinds(session: Session, names: set[str]) -> set[tuple[str, str]]:
+    """(name, kind) of the registered models among `names`, in one query."""
+    if not names:
+        return set()
+    rows = session.execute(select(OnnxModel.name, OnnxModel.kind).where(OnnxModel.name.in_(names)))
+    return {(name, kind) for name, kind in rows}
+
+
 def list_models(session: Session) -> list[OnnxModel]:
     return list(session.scalars(select(OnnxModel).order_by(OnnxModel.name)))
 

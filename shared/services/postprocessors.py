@@ -3,19 +3,60 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.errors import NotFound, ValidationFailed
 from shared.models import PostProcessor
+from shared.postprocessors.base import PostProcessorModel
 from shared.postprocessors.providers.options import Refused, check
+from shared.postprocessors.registry import get_registry
 from shared.schemas import PostProcessorCreate, PostProcessorUpdate
+from shared.services.onnx_models import registered_model_kinds
 from shared.services.scope import apply_changes, get_dataset
 from shared.settings import get_settings
 
 # The fields that say which provider a post-processor calls, and how.
 PROVIDER_FIELDS = frozenset({"external_provider", "external_model", "external_config"})
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    """What serves a post-processor, as its answer names it."""
+
+    model_name: str
+    model_kind: str  # builtin, onnx, external, missing, or a plugin's own
+    is_external: bool
+    provider_name: str
+    config_error: str  # see provider_problems
+
+
+def model_details(session: Session, rows: list[PostProcessor]) -> list[ModelDetails]:
+    """The model serving each post-processor, in the order given."""
+    registry = get_registry()
+    classes = {row.id: registry.model_class(row.model_type, row.model_id) for row in rows}
+    # A model an operator registered is a row, not a class: the names of
+    # those asked for come in one query, not one per post-processor.
+    wanted = {row.model_id for row in rows if classes[row.id] is None and row.model_id}
+    registered = registered_model_kinds(session, wanted)
+    return [_details(row, classes[row.id], registered) for row in rows]
+
+
+def _details(
+    row: PostProcessor,
+    model: type[PostProcessorModel] | None,
+    registered: set[tuple[str, str]],
+) -> ModelDetails:
+    problems = provider_problems(row)
+    if row.external_provider:
+        return ModelDetails(row.external_model, "external", True, row.external_provider, problems)
+    if model is not None:
+        return ModelDetails(model.name, model.kind, False, "", problems)
+    if (row.model_id, row.model_type) in registered:
+        return ModelDetails(row.model_id, "onnx", False, "", problems)
+    return ModelDetails("", "missing", False, "", problems)
 
 
 def list_post_processors(
