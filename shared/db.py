@@ -70,7 +70,12 @@ def get_engine() -> Engine:
 
 @lru_cache
 def _session_factory() -> sessionmaker[Session]:
-    return sessionmaker(get_engine(), expire_on_commit=False)
+    factory = sessionmaker(get_engine(), expire_on_commit=False)
+    # On the session's own events, so that whatever commits (session_scope,
+    # or code that calls commit() itself) runs them, and a rollback drops them.
+    event.listen(factory, "after_commit", _run_after_commit)
+    event.listen(factory, "after_rollback", _drop_after_commit)
+    return factory
 
 
 @contextmanager
@@ -80,20 +85,33 @@ def session_scope() -> Iterator[Session]:
     Work registered with `after_commit` runs once the commit has succeeded,
     so that a message is never sent for a row that was rolled back.
     """
-    with _session_factory()() as session:
-        with session.begin():
-            yield session
-        for action in session.info.pop("after_commit", []):
-            try:
-                action()
-            except Exception:
-                # The transaction stands; what failed here (a lost enqueue, a
-                # file left behind) is logged and recovered later.
-                log.exception("after-commit action failed")
+    with _session_factory()() as session, session.begin():
+        yield session
 
 
 def after_commit(session: Session, action: Callable[[], None]) -> None:
-    session.info.setdefault("after_commit", []).append(action)
+    """Run `action` once the session's transaction has committed; never if
+    it rolls back."""
+    session.info.setdefault(AFTER_COMMIT, []).append(action)
+
+
+AFTER_COMMIT = "after_commit"
+
+
+def _run_after_commit(session: Session) -> None:
+    # The commit is done: the session can emit no SQL here, and the actions
+    # need none (a send, a file deleted).
+    for action in session.info.pop(AFTER_COMMIT, []):
+        try:
+            action()
+        except Exception:
+            # The transaction stands; what failed here (a lost enqueue, a
+            # file left behind) is logged and recovered later.
+            log.exception("after-commit action failed")
+
+
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(AFTER_COMMIT, None)
 
 
 def database_now(session: Session) -> datetime:
