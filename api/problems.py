@@ -13,15 +13,51 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from shared.errors import AppError, ServiceUnavailable
+from shared.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 log = logging.getLogger("itemflow.api")
+
+# What each error means over HTTP; a subclass answers as its nearest
+# listed ancestor, and an error listed nowhere as a 500.
+STATUSES: dict[type[AppError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    ValidationFailed: 422,
+    TooManyRequests: 429,
+    ServiceUnavailable: 503,
+}
+# RFC 9110's names, where Python's table still has older ones.
+TITLES = {422: "Unprocessable Content"}
+
+
+def status_of(error: AppError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUSES:
+            return STATUSES[kind]
+    return 500
 
 
 def problem(status: int, detail: str, title: str | None = None, **extensions: Any) -> Response:
     body = {
         "type": "about:blank",
-        "title": title or HTTPStatus(status).phrase,
+        "title": title or TITLES.get(status) or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
         **extensions,
@@ -36,7 +72,12 @@ def problem(status: int, detail: str, title: str | None = None, **extensions: An
 
 async def app_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, AppError)
-    return problem(error.status, error.detail, error.title, **error.extensions)
+    status = status_of(error)
+    if status == 500:
+        # Raised on purpose, but not about the request: as any other 500.
+        log.error("unanswerable error on %s %s: %r", request.method, request.url.path, error)
+        return problem(500, "Something went wrong on our side; it has been logged.")
+    return problem(status, error.detail, **error.extensions)
 
 
 async def http_error(request: Request, error: Exception) -> Response:

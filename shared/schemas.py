@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.models import JobStatus
+
 
 def _rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -48,7 +50,6 @@ OutputTarget = Literal["text", "annotations", "both"]
 # The name of one of the operator's providers (PROVIDERS): the built-in
 # ones are openai and anthropic; the service checks the name exists.
 ProviderName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,19}$")]
-JobStatusName = Literal["pending", "processing", "completed", "failed"]
 
 
 class RequestBody(BaseModel):
@@ -304,7 +305,7 @@ class JobPublic(PublicModel):
     post_processor_id: uuid.UUID
     dataset_item_id: uuid.UUID
     dataset_id: uuid.UUID
-    status: JobStatusName
+    status: JobStatus
     attempts: int
     max_attempts: int
     error: str | None

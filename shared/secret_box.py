@@ -19,14 +19,15 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from shared.errors import AppError
 from shared.settings import get_settings
 
 
-class SecretKeyMissing(Exception):
+class SecretKeyMissing(AppError):
     """This process has no key to encrypt or decrypt secrets with."""
 
 
-class SecretUnreadable(Exception):
+class SecretUnreadable(AppError):
     """A stored secret was encrypted with a key this process does not have."""
 
 

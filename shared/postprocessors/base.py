@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from shared.errors import AppError
 
-class PostProcessorError(Exception):
+
+class PostProcessorError(AppError):
     """A post-processor could not produce a result."""
 
 

@@ -24,6 +24,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from shared.errors import AppError
 from shared.postprocessors.base import (
     ItemInput,
     ModelOutput,
@@ -38,7 +39,7 @@ ModelProvider = Callable[[str, str], PostProcessorModel | None]
 log = logging.getLogger(__name__)
 
 
-class DuplicateModel(Exception):
+class DuplicateModel(AppError):
     """Two post-processor models claim the same model_type and model_id."""
 
 

@@ -18,6 +18,7 @@ from typing import Protocol
 from sqlalchemy import select
 
 from shared.db import database_now, session_scope
+from shared.errors import AppError
 from shared.models import PostProcessorJob
 from shared.postprocessors.base import ModelOutput, PermanentError, TransientError
 from shared.postprocessors.registry import get_registry
@@ -35,7 +36,7 @@ class Interrupted(BaseException):
     `except Exception` cannot swallow it."""
 
 
-class OutOfTime(Exception):
+class OutOfTime(AppError):
     """The attempt ran into its soft time limit."""
 
 

@@ -36,9 +36,6 @@ MAX_MODEL_BYTES = 2**31
 class InvalidModel(AppError):
     """The model or its labels cannot be used."""
 
-    status = 422
-    title = "Unprocessable Content"
-
 
 def parse_input_size(text: str) -> tuple[int, int]:
     """`WIDTHxHEIGHT`, or one number for a square: (width, height)."""

@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable
 import httpcore
 import httpx
 
+from shared.errors import AppError
 from shared.provider_config import AllowedHosts
 
 # (host, port) -> the addresses to try, in order.
 Resolver = Callable[[str, int], list[str]]
 
 
-class AddressRefused(Exception):
+class AddressRefused(AppError):
     """The host of a user's base_url leads only to addresses that the
     operator does not allow."""
 
