@@ -101,8 +101,8 @@ def create(client, dataset, **fields):
         ({"base_url": "http://[::ffff:a9fe:a9fe]/"}, ["external_config", "base_url"], "link-local"),
         ({"base_url": "http://127.0.0.2:8000/v1"}, ["external_config", "base_url"], "loopback"),
         ({"base_url": "http://0x7f000002/v1"}, ["external_config", "base_url"], "loopback"),
-        ({"headers": {"Authorization": "x"}}, ["external_config", "headers"], "unknown field"),
-        ({"temperature": 9}, ["external_config", "temperature"], "at most 2"),
+        ({"headers": {"Authorization": "x"}}, ["external_config", "headers"], "not a known field"),
+        ({"temperature": 9}, ["external_config", "temperature"], "less than or equal to 2"),
     ],
 )
 def test_a_post_processor_that_asks_for_what_the_operator_decides_is_422(

@@ -6,16 +6,19 @@ allows it, a `base_url` of the user's own.
 The API checks a post-processor with `check` when it is created or changed
 (a refusal is a 422 naming the field), and the worker checks it again
 before every call: the operator's declarations may have changed since, and
-rows written before this check existed are refused the same way.
+rows written before this check existed are refused the same way. The
+options themselves are a pydantic model.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from shared.postprocessors.base import PermanentError
 from shared.provider_config import (
@@ -27,9 +30,6 @@ from shared.provider_config import (
 
 DEFAULT_TIMEOUT_S = 60.0
 MAX_TIMEOUT_S = 600.0
-MAX_TEMPERATURE = 2.0
-MAX_TOKENS = 1_000_000
-OPTIONS = ("max_tokens", "temperature", "timeout_s")
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,24 @@ class Refused(PermanentError):
         self.problems = problems
 
 
-@dataclass(frozen=True)
-class Options:
-    base_url: str | None = None  # the user's own endpoint; None: the operator's
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    temperature: float | None = None
-    max_tokens: int | None = None
+class Options(BaseModel):
+    """What `external_config` may set. Strict: "10" is no number and true
+    no temperature; a field it does not know is refused, not ignored (a
+    typo would run with a setting the user did not mean)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    # The user's own endpoint, where the provider allows one; None: the
+    # operator's.
+    base_url: str | None = None
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _without_trailing_slash(cls, value: str | None) -> str | None:
+        return None if value is None else value.strip().rstrip("/")
 
 
 def check(
@@ -67,11 +79,7 @@ def check(
     if connection is None:
         names = ", ".join(sorted(connections)) or "none"
         raise Refused(
-            [
-                Problem(
-                    "external_provider", f"No provider is named {provider!r}; there are: {names}."
-                )
-            ]
+            [Problem("external_provider", f"No provider is named {provider!r}; there is {names}.")]
         )
     problems: list[Problem] = []
     model = model.strip()
@@ -85,24 +93,19 @@ def check(
     config = _json_object(external_config)
     if isinstance(config, Problem):
         raise Refused([*problems, config])
-    problems += _unknown_fields(config, provider, connection)
-    values: dict[str, Any] = {}
-    for field, reader in _READERS.items():
-        if config.get(field) is None:
-            continue
-        value = reader(config[field])
-        if isinstance(value, Problem):
-            problems.append(
-                Problem(f"external_config.{field}", f"external_config.{field} {value.message}")
-            )
-        else:
-            values[field] = value
-    base_url = values.pop("base_url", None)
-    if base_url is not None:
-        problems += _base_url_problems(base_url, provider, connection, allowed)
-    if problems:
+    # A null is a field not given, as in every request body.
+    given = {key: value for key, value in config.items() if value is not None}
+    options = None
+    try:
+        options = Options.model_validate(given)
+    except ValidationError as error:
+        problems += [_problem(item, provider, connection) for item in error.errors()]
+    base_url = given.get("base_url")
+    if isinstance(base_url, str):
+        problems += _base_url_problems(base_url.strip().rstrip("/"), provider, connection, allowed)
+    if problems or options is None:
         raise Refused(problems)
-    return connection, Options(base_url=base_url, **values)
+    return connection, options
 
 
 def _json_object(text: str) -> dict[str, Any] | Problem:
@@ -117,34 +120,25 @@ def _json_object(text: str) -> dict[str, Any] | Problem:
     return config
 
 
-def _unknown_fields(
-    config: dict[str, Any], provider: str, connection: ProviderConnection
-) -> list[Problem]:
-    problems = []
-    if "api_key_env" in config:
+def _problem(item: ErrorDetails, provider: str, connection: ProviderConnection) -> Problem:
+    name = ".".join(["external_config", *(str(part) for part in item["loc"])])
+    if item["loc"] == ("api_key_env",):
         # The field that let a user send any of the worker's environment
         # variables anywhere: it is gone, and says where to go instead.
-        problems.append(
-            Problem(
-                "external_config.api_key_env",
-                "external_config.api_key_env is not accepted: the operator decides which "
-                "key each provider uses. To use a key of your own, store it with "
-                f"PUT /api/v1/providers/{provider}/key.",
-            )
+        return Problem(
+            name,
+            "external_config.api_key_env is not accepted: the operator decides which key "
+            "each provider uses. To use a key of your own, store it with "
+            f"PUT /api/v1/providers/{provider}/key.",
         )
-    settable = {*OPTIONS, "base_url"} if connection.user_base_url else set(OPTIONS)
-    unknown = sorted(set(config) - {*OPTIONS, "base_url", "api_key_env"})
-    if unknown:
-        # Most likely a typo ("timeout"): silently ignoring it would run
-        # with a setting the user did not mean.
-        problems.append(
-            Problem(
-                f"external_config.{unknown[0]}",
-                f"external_config has unknown field(s) {', '.join(unknown)}; "
-                f"it may set {', '.join(sorted(settable))}.",
-            )
-        )
-    return problems
+    if item["type"] == "extra_forbidden":
+        settable = sorted(set(Options.model_fields) - ({"base_url"} - _own(connection)))
+        return Problem(name, f"{name} is not a known field; it may set {', '.join(settable)}.")
+    return Problem(name, f"{name}: {item['msg'][0].lower()}{item['msg'][1:]}.")
+
+
+def _own(connection: ProviderConnection) -> set[str]:
+    return {"base_url"} if connection.user_base_url else set()
 
 
 def _base_url_problems(
@@ -154,9 +148,7 @@ def _base_url_problems(
     if not connection.user_base_url:
         return [Problem(field, f"Provider {provider!r} does not take a base_url of your own.")]
     if not is_http_url(base_url):
-        return [
-            Problem(field, f"external_config.base_url must be an http(s) URL, not {base_url!r}.")
-        ]
+        return [Problem(field, f"{field} must be an http(s) URL, not {base_url!r}.")]
     parts = urlsplit(base_url)
     if parts.username is not None or parts.password is not None:
         return [
@@ -176,33 +168,3 @@ def _base_url_problems(
             )
         ]
     return []
-
-
-def _base_url(value: Any) -> str | Problem:
-    if not isinstance(value, str):
-        return Problem("", "must be a string.")
-    return value.strip().rstrip("/")
-
-
-def _number(value: Any, low: float, high: float, low_inclusive: bool = True) -> float | Problem:
-    # bool is an int to Python but never a sensible number here.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return Problem("", "must be a number.")
-    if value < low or (value == low and not low_inclusive) or value > high:
-        lower = "at least" if low_inclusive else "more than"
-        return Problem("", f"must be {lower} {low:g} and at most {high:g}.")
-    return float(value)
-
-
-def _whole(value: Any, low: int, high: int) -> int | Problem:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        return Problem("", f"must be a whole number from {low} to {high}.")
-    return value
-
-
-_READERS: dict[str, Any] = {
-    "base_url": _base_url,
-    "timeout_s": lambda value: _number(value, 0, MAX_TIMEOUT_S, low_inclusive=False),
-    "temperature": lambda value: _number(value, 0, MAX_TEMPERATURE),
-    "max_tokens": lambda value: _whole(value, 1, MAX_TOKENS),
-}
