@@ -1,4 +1,6 @@
-"""What every route needs: the caller's key, a session, the body, paging."""
+"""What every route needs: the caller's key, a session, the body, paging,
+and its declaration: what it takes and answers, written once beside its
+handler, from which the OpenAPI document is built (api/openapi.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,87 @@ from shared.settings import get_settings
 
 T = TypeVar("T")
 Body = TypeVar("Body", bound=BaseModel)
+Endpoint = Callable[[Request], Awaitable[Response]]
+UPLOAD = "upload"  # a body that is one file, as multipart/form-data
+FILE = "file"  # an answer that is a stored file's bytes
+
+
+@dataclass(frozen=True)
+class Bounds:
+    minimum: int
+    maximum: int
+    default: int
+
+
+PAGE_SIZE = Bounds(1, 1000, 100)
+PAGE_COUNT = Bounds(0, 10_000_000, 0)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query parameter: its name and what it holds, a UUID, a boolean
+    or one of an enum's values."""
+
+    name: str
+    kind: type[Any]
+
+    def read(self, request: Request) -> Any:
+        """Its value in the request; None when it is not given."""
+        raw = request.query_params.get(self.name)
+        if not raw:
+            return None
+        if self.kind is bool:
+            return raw.lower() in ("true", "1", "yes")
+        try:
+            return self.kind(raw)
+        except ValueError:
+            raise ValidationFailed(
+                [{"loc": ["query", self.name], "msg": f"must be {self._words()}"}]
+            ) from None
+
+    def schema(self) -> dict[str, Any]:
+        if self.kind is uuid.UUID:
+            return {"type": "string", "format": "uuid"}
+        if self.kind is bool:
+            return {"type": "boolean", "default": False}
+        return {"type": "string", "enum": [str(choice) for choice in self.kind]}
+
+    def _words(self) -> str:
+        if self.kind is uuid.UUID:
+            return "a UUID"
+        return "one of " + ", ".join(str(choice) for choice in self.kind)
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a route takes and answers."""
+
+    answer: type[BaseModel] | str | None = None  # a schema, FILE, or None: any JSON
+    body: type[BaseModel] | str | None = None  # a schema or UPLOAD
+    status: int = 200
+    many: bool = False  # answers a plain array of `answer`
+    paged: bool = False  # page_size and page_count, and X-Total-Count
+    query: tuple[Query, ...] = ()
+    if_match: bool = False
+    body_optional: bool = False
+    errors: tuple[int, ...] = ()  # beyond those every route may answer
+    # A route that needs no key, and what it answers, in words.
+    public: str = ""
+
+
+def declare(declaration: Declaration) -> Callable[[Endpoint], Endpoint]:
+    """Attach a declaration to an endpoint that `endpoint` does not wrap."""
+
+    def attach(handler: Endpoint) -> Endpoint:
+        handler.declaration = declaration  # type: ignore[attr-defined]
+        return handler
+
+    return attach
+
+
+def declaration_of(handler: Any) -> Declaration | None:
+    found = getattr(handler, "declaration", None)
+    return found if isinstance(found, Declaration) else None
 
 
 def bearer_key(request: Request) -> str:
@@ -97,14 +180,25 @@ Handler = Callable[[Context], Any]
 
 
 def endpoint(
-    body: type[BaseModel] | None = None, *, optional_body: bool = False, status: int = 200
-) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
-    """Turn `handler(context) -> data` into a Starlette endpoint. The handler
-    runs in the thread pool (the database driver blocks) inside one
-    transaction; what it returns is sent as JSON (a Listing as a plain array
-    with X-Total-Count)."""
+    answer: type[BaseModel] | None,
+    *,
+    body: type[BaseModel] | None = None,
+    optional_body: bool = False,
+    status: int = 200,
+    many: bool = False,
+    query: tuple[Query, ...] = (),
+    if_match: bool = False,
+    errors: tuple[int, ...] = (),
+) -> Callable[[Handler], Endpoint]:
+    """Turn `handler(context) -> data` into a Starlette endpoint that answers
+    `answer` (a Listing is paged). The handler runs in the thread pool (the
+    database driver blocks) inside one transaction; what it returns is sent
+    as JSON (a Listing as a plain array with X-Total-Count)."""
 
-    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def wrap(handler: Handler) -> Endpoint:
+        returns = handler.__annotations__.get("return")
+        paged = returns in (Listing, "Listing")
+
         async def run(request: Request) -> Response:
             user_id = await authenticate(request)
             parsed = await read_body(request, body, optional=optional_body) if body else None
@@ -122,6 +216,17 @@ def endpoint(
 
         run.__name__ = handler.__name__
         run.__doc__ = handler.__doc__
+        run.declaration = Declaration(  # type: ignore[attr-defined]
+            answer=answer,
+            body=body,
+            status=status,
+            many=many or paged,
+            paged=paged,
+            query=query,
+            if_match=if_match,
+            body_optional=optional_body,
+            errors=errors,
+        )
         return run
 
     return wrap
@@ -175,47 +280,29 @@ def field_errors(error: ValidationError, where: str) -> list[dict[str, Any]]:
 
 
 def page_of(request: Request) -> Page:
-    size = int_param(request, "page_size", 100, minimum=1, maximum=1000)
-    index = int_param(request, "page_count", 0, minimum=0, maximum=10_000_000)
+    size = int_param(request, "page_size", PAGE_SIZE)
+    index = int_param(request, "page_count", PAGE_COUNT)
     return Page(size=size, index=index)
 
 
-def int_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
+def int_param(request: Request, name: str, bounds: Bounds) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
-        return default
+        return bounds.default
     try:
         value = int(raw)
     except ValueError:
-        value = minimum - 1
-    if not minimum <= value <= maximum:
+        value = bounds.minimum - 1
+    if not bounds.minimum <= value <= bounds.maximum:
         raise ValidationFailed(
-            [{"loc": ["query", name], "msg": f"must be an integer from {minimum} to {maximum}"}]
+            [
+                {
+                    "loc": ["query", name],
+                    "msg": f"must be an integer from {bounds.minimum} to {bounds.maximum}",
+                }
+            ]
         )
     return value
-
-
-def uuid_param(request: Request, name: str) -> uuid.UUID | None:
-    raw = request.query_params.get(name)
-    if not raw:
-        return None
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise ValidationFailed([{"loc": ["query", name], "msg": "must be a UUID"}]) from None
-
-
-def choice_param(request: Request, name: str, choices: type[T]) -> T | None:
-    raw = request.query_params.get(name)
-    if not raw:
-        return None
-    try:
-        return choices(raw)  # type: ignore[call-arg]
-    except ValueError:
-        allowed = ", ".join(str(choice) for choice in choices)  # type: ignore[attr-defined]
-        raise ValidationFailed(
-            [{"loc": ["query", name], "msg": f"must be one of {allowed}"}]
-        ) from None
 
 
 def if_match(request: Request) -> int | None:

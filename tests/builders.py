@@ -177,3 +177,41 @@ def timestamps(value: Any) -> list[str]:
     if isinstance(value, list):
         return [found for child in value for found in timestamps(child)]
     return []
+
+
+def one_of_everything(client: httpx.Client) -> dict[str, str]:
+    """One of each row, owned by the client's user, by the path parameter
+    that names it: a dataset with a version, a split, a label, an item in
+    the split with a file, an annotation, a post-processor and so a job."""
+    dataset = make_dataset(client)
+    version = first_version(dataset)
+    base = version_path(dataset)
+    split = ok(client.post(base + "/splits", json={"name": "train"}), 201)
+    label = ok(client.post(base + "/labels", json={"name": "cat"}), 201)
+    post_processor = ok(
+        client.post(f"/datasets/{dataset['id']}/post-processors", json={"model_type": "ner"}),
+        201,
+    )
+    item = make_item(client, dataset, splits=[{"id": split["id"]}])
+    ok(upload(client, dataset, item, b"Ada Lovelace lived in London.", "note.txt"))
+    annotation = ok(
+        client.post(
+            base + "/annotations",
+            json={"label_id": label["id"], "item_id": item["id"], "split_id": split["id"]},
+        ),
+        201,
+    )
+    jobs = ok(client.get(item_path(dataset, item) + "/jobs"))
+    return {
+        "dataset_id": dataset["id"],
+        "version_id": version["id"],
+        "split_id": split["id"],
+        "row_id": split["id"],
+        "label_id": label["id"],
+        "item_id": item["id"],
+        "annotation_id": annotation["id"],
+        "post_processor_id": post_processor["id"],
+        "job_id": jobs[0]["id"],
+        # Not a row: one of the operator's providers, shared by every user.
+        "provider": "openai",
+    }

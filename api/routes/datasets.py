@@ -18,53 +18,53 @@ from shared.schemas import (
 from shared.services import datasets
 
 
-@endpoint()
+@endpoint(DatasetPublic)
 def list_datasets(c: Context) -> Listing:
     rows, total = datasets.list_datasets(c.session, c.user_id, c.page)
     return Listing(public_list(DatasetPublic, rows), total)
 
 
-@endpoint(DatasetCreate, status=201)
+@endpoint(DatasetPublic, body=DatasetCreate, status=201)
 def create_dataset(c: Context) -> dict[str, Any]:
     return public(DatasetPublic, datasets.create_dataset(c.session, c.user_id, c.body))
 
 
-@endpoint()
+@endpoint(DatasetPublic)
 def get_dataset(c: Context) -> dict[str, Any]:
     return public(DatasetPublic, datasets.load_dataset(c.session, c.user_id, c.id("dataset_id")))
 
 
-@endpoint(DatasetUpdate)
+@endpoint(DatasetPublic, body=DatasetUpdate)
 def update_dataset(c: Context) -> dict[str, Any]:
     dataset = datasets.update_dataset(c.session, c.user_id, c.id("dataset_id"), c.body)
     return public(DatasetPublic, dataset)
 
 
-@endpoint()
+@endpoint(DatasetPublic)
 def delete_dataset(c: Context) -> dict[str, Any]:
     dataset = datasets.delete_dataset(c.session, c.user_id, c.id("dataset_id"))
     return public(DatasetPublic, dataset)
 
 
-@endpoint()
+@endpoint(VersionPublic)
 def list_versions(c: Context) -> Listing:
     rows, total = datasets.list_versions(c.session, c.user_id, c.id("dataset_id"), c.page)
     return Listing(public_list(VersionPublic, rows), total)
 
 
-@endpoint(VersionCreate, status=201)
+@endpoint(VersionPublic, body=VersionCreate, status=201)
 def create_version(c: Context) -> dict[str, Any]:
     version = datasets.create_version(c.session, c.user_id, c.id("dataset_id"), c.body)
     return public(VersionPublic, version)
 
 
-@endpoint()
+@endpoint(VersionPublic)
 def get_version(c: Context) -> dict[str, Any]:
     version = datasets.load_version(c.session, c.user_id, c.id("dataset_id"), c.id("version_id"))
     return public(VersionPublic, version)
 
 
-@endpoint(VersionUpdate)
+@endpoint(VersionPublic, body=VersionUpdate)
 def update_version(c: Context) -> dict[str, Any]:
     version = datasets.update_version(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.body
@@ -72,7 +72,7 @@ def update_version(c: Context) -> dict[str, Any]:
     return public(VersionPublic, version)
 
 
-@endpoint()
+@endpoint(VersionPublic)
 def delete_version(c: Context) -> dict[str, Any]:
     version = datasets.delete_version(c.session, c.user_id, c.id("dataset_id"), c.id("version_id"))
     return public(VersionPublic, version)

@@ -15,7 +15,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from api.http import authenticate, if_match, json_response, public
+from api.http import (
+    FILE,
+    UPLOAD,
+    Declaration,
+    Query,
+    authenticate,
+    declare,
+    if_match,
+    json_response,
+    public,
+)
 from api.multipart import FilePart
 from api.routes.items import ITEM
 from shared import filekinds
@@ -41,6 +51,10 @@ def _ids(request: Request) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     return params["dataset_id"], params["version_id"], params["item_id"]
 
 
+THUMBNAIL = Query("thumbnail", bool)
+
+
+@declare(Declaration(ItemPublic, body=UPLOAD, if_match=True, errors=(412,)))
 async def upload(request: Request) -> Response:
     user_id = await authenticate(request)
     dataset_id, version_id, item_id = _ids(request)
@@ -85,6 +99,7 @@ async def upload(request: Request) -> Response:
     return json_response(data)
 
 
+@declare(Declaration(FILE, query=(THUMBNAIL,), errors=(304, 415)))
 async def download(request: Request) -> Response:
     user_id = await authenticate(request)
     dataset_id, version_id, item_id = _ids(request)
@@ -94,8 +109,7 @@ async def download(request: Request) -> Response:
             return items.stored_file(session, user_id, dataset_id, version_id, item_id)
 
     stored = await run_in_threadpool(find)
-    thumbnail = request.query_params.get("thumbnail", "").lower() in ("true", "1", "yes")
-    if thumbnail and stored.media_type.startswith("image/"):
+    if THUMBNAIL.read(request) and stored.media_type.startswith("image/"):
         return await _thumbnail(request, stored)
     etag = f'"{stored.sha256}"'
     headers = {

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from starlette.routing import Route
 
-from api.http import Context, Listing, choice_param, endpoint, if_match, public, uuid_param
+from api.http import Context, Listing, Query, endpoint, if_match, public
 from api.routes.datasets import VERSION
 from shared.models import DatasetItem, JobStatus
-from shared.schemas import ItemCreate, ItemPublic, ItemUpdate, JobCounts
+from shared.schemas import ItemCreate, ItemPublic, ItemUpdate, ItemWithJobStatus, JobCounts
 from shared.services import items
 
 
@@ -17,7 +18,11 @@ def with_job_status(item: DatasetItem, counts: JobCounts) -> dict[str, Any]:
     return public(ItemPublic, item, job_status=counts.model_dump())
 
 
-@endpoint()
+SPLIT_ID = Query("split_id", uuid.UUID)
+JOB_STATUS = Query("job_status", JobStatus)
+
+
+@endpoint(ItemWithJobStatus, query=(SPLIT_ID, JOB_STATUS))
 def list_items(c: Context) -> Listing:
     rows, total = items.list_items(
         c.session,
@@ -25,20 +30,20 @@ def list_items(c: Context) -> Listing:
         c.id("dataset_id"),
         c.id("version_id"),
         c.page,
-        split_id=uuid_param(c.request, "split_id"),
-        job_status=choice_param(c.request, "job_status", JobStatus),
+        split_id=SPLIT_ID.read(c.request),
+        job_status=JOB_STATUS.read(c.request),
     )
     counts = items.job_counts(c.session, [item.id for item in rows])
     return Listing([with_job_status(item, counts[item.id]) for item in rows], total)
 
 
-@endpoint(ItemCreate, status=201)
+@endpoint(ItemPublic, body=ItemCreate, status=201)
 def create_item(c: Context) -> dict[str, Any]:
     item = items.create_item(c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.body)
     return public(ItemPublic, item)
 
 
-@endpoint()
+@endpoint(ItemWithJobStatus)
 def get_item(c: Context) -> dict[str, Any]:
     item = items.load_item(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("item_id")
@@ -46,7 +51,7 @@ def get_item(c: Context) -> dict[str, Any]:
     return with_job_status(item, items.job_counts(c.session, [item.id])[item.id])
 
 
-@endpoint(ItemUpdate)
+@endpoint(ItemPublic, body=ItemUpdate, if_match=True, errors=(412,))
 def update_item(c: Context) -> dict[str, Any]:
     item = items.update_item(
         c.session,
@@ -60,7 +65,7 @@ def update_item(c: Context) -> dict[str, Any]:
     return public(ItemPublic, item)
 
 
-@endpoint()
+@endpoint(ItemPublic)
 def delete_item(c: Context) -> dict[str, Any]:
     item = items.delete_item(
         c.session,

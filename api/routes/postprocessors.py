@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict
 from typing import Any
 
 from starlette.routing import Route
 
-from api.http import Context, Listing, choice_param, endpoint, public, uuid_param
+from api.http import Context, Listing, Query, endpoint, public
 from api.routes.datasets import DATASET
 from api.routes.items import ITEM
 from shared.models import JobStatus, PostProcessor, PostProcessorJob, as_dict
 from shared.schemas import (
     JobPublic,
     JobRetry,
+    JobWithDetails,
     PostProcessorCreate,
     PostProcessorPublic,
     PostProcessorUpdate,
@@ -31,7 +33,7 @@ def job_with_details(row: tuple[PostProcessorJob, str, str]) -> dict[str, Any]:
     return public(JobPublic, job, post_processor_name=post_processor_name, item_name=item_name)
 
 
-@endpoint()
+@endpoint(PostProcessorWithDetails, many=True)
 def list_post_processors(c: Context) -> list[dict[str, Any]]:
     rows = postprocessors.list_post_processors(c.session, c.user_id, c.id("dataset_id"))
     return [
@@ -40,13 +42,13 @@ def list_post_processors(c: Context) -> list[dict[str, Any]]:
     ]
 
 
-@endpoint(PostProcessorCreate, status=201)
+@endpoint(PostProcessorPublic, body=PostProcessorCreate, status=201)
 def create_post_processor(c: Context) -> dict[str, Any]:
     row = postprocessors.create_post_processor(c.session, c.user_id, c.id("dataset_id"), c.body)
     return public(PostProcessorPublic, row)
 
 
-@endpoint()
+@endpoint(PostProcessorWithDetails)
 def get_post_processor(c: Context) -> dict[str, Any]:
     row = postprocessors.get_post_processor(
         c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id")
@@ -55,7 +57,7 @@ def get_post_processor(c: Context) -> dict[str, Any]:
     return with_details(row, details)
 
 
-@endpoint(PostProcessorUpdate)
+@endpoint(PostProcessorPublic, body=PostProcessorUpdate)
 def update_post_processor(c: Context) -> dict[str, Any]:
     row = postprocessors.update_post_processor(
         c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id"), c.body
@@ -63,7 +65,7 @@ def update_post_processor(c: Context) -> dict[str, Any]:
     return public(PostProcessorPublic, row)
 
 
-@endpoint()
+@endpoint(PostProcessorPublic)
 def delete_post_processor(c: Context) -> dict[str, Any]:
     row = postprocessors.delete_post_processor(
         c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id")
@@ -71,21 +73,26 @@ def delete_post_processor(c: Context) -> dict[str, Any]:
     return public(PostProcessorPublic, row)
 
 
-@endpoint()
+STATUS = Query("status", JobStatus)
+POST_PROCESSOR_ID = Query("post_processor_id", uuid.UUID)
+ITEM_ID = Query("item_id", uuid.UUID)
+
+
+@endpoint(JobWithDetails, query=(STATUS, POST_PROCESSOR_ID, ITEM_ID))
 def list_dataset_jobs(c: Context) -> Listing:
     rows, total = job_lists.list_dataset_jobs(
         c.session,
         c.user_id,
         c.id("dataset_id"),
         c.page,
-        status=choice_param(c.request, "status", JobStatus),
-        post_processor_id=uuid_param(c.request, "post_processor_id"),
-        item_id=uuid_param(c.request, "item_id"),
+        status=STATUS.read(c.request),
+        post_processor_id=POST_PROCESSOR_ID.read(c.request),
+        item_id=ITEM_ID.read(c.request),
     )
     return Listing([job_with_details(row) for row in rows], total)
 
 
-@endpoint()
+@endpoint(JobWithDetails, many=True)
 def list_item_jobs(c: Context) -> list[dict[str, Any]]:
     rows = job_lists.list_item_jobs(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("item_id")
@@ -93,7 +100,7 @@ def list_item_jobs(c: Context) -> list[dict[str, Any]]:
     return [job_with_details(row) for row in rows]
 
 
-@endpoint(JobRetry, optional_body=True)
+@endpoint(JobPublic, body=JobRetry, optional_body=True, errors=(409,))
 def retry_job(c: Context) -> dict[str, Any]:
     job = jobs.retry_job(
         c.session,

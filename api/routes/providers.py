@@ -11,20 +11,20 @@ from shared.schemas import ProviderKeySet, ProviderPublic
 from shared.services import provider_keys
 
 
-@endpoint()
+@endpoint(ProviderPublic, many=True)
 def list_providers(c: Context) -> list[dict[str, Any]]:
     return [
         public(ProviderPublic, row) for row in provider_keys.list_providers(c.session, c.user_id)
     ]
 
 
-@endpoint(ProviderKeySet)
+@endpoint(ProviderPublic, body=ProviderKeySet, errors=(503,))
 def store_key(c: Context) -> dict[str, Any]:
     row = provider_keys.store_key(c.session, c.user_id, c.name("provider"), c.body.api_key)
     return public(ProviderPublic, row)
 
 
-@endpoint()
+@endpoint(ProviderPublic)
 def delete_key(c: Context) -> dict[str, Any]:
     row = provider_keys.delete_key(c.session, c.user_id, c.name("provider"))
     return public(ProviderPublic, row)

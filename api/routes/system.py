@@ -10,16 +10,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.http import Context, endpoint
+from api.http import Context, Declaration, declare, endpoint
 from api.problems import problem
 from shared.broker import celery_app
 from shared.db import get_engine
 
 
+@declare(Declaration(public="The process is up"))
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+@declare(Declaration(public="The database and broker answer", errors=(503,)))
 async def readyz(request: Request) -> Response:
     checks = {
         "database": await run_in_threadpool(_database_ok),
@@ -53,7 +55,7 @@ def _broker_ok() -> bool:
     return True
 
 
-@endpoint()
+@endpoint(None, many=True)
 def applications(c: Context) -> list[Any]:
     # Models are served elsewhere; SeeMe.ai clients only need the list to exist.
     return []

@@ -41,29 +41,29 @@ def child_routes(
     def version(c: Context) -> tuple[uuid.UUID, uuid.UUID]:
         return c.id("dataset_id"), c.id("version_id")
 
-    @endpoint()
+    @endpoint(schema)
     def list_rows(c: Context) -> Listing:
         rows, total = datasets.list_children(c.session, model, c.user_id, *version(c), c.page)
         return Listing(public_list(schema, rows), total)
 
-    @endpoint(create_body, status=201)
+    @endpoint(schema, body=create_body, status=201)
     def create_row(c: Context) -> dict[str, Any]:
         row = datasets.create_child(c.session, model, c.user_id, *version(c), c.body)
         return public(schema, row)
 
-    @endpoint()
+    @endpoint(schema)
     def get_row(c: Context) -> dict[str, Any]:
         row_id = c.id("row_id")
         row = datasets.get_version_child(c.session, model, c.user_id, *version(c), row_id)
         return public(schema, row)
 
-    @endpoint(update_body)
+    @endpoint(schema, body=update_body)
     def update_row(c: Context) -> dict[str, Any]:
         row_id = c.id("row_id")
         row = datasets.update_child(c.session, model, c.user_id, *version(c), row_id, c.body)
         return public(schema, row)
 
-    @endpoint()
+    @endpoint(schema)
     def delete_row(c: Context) -> dict[str, Any]:
         row_id = c.id("row_id")
         row = datasets.delete_child(c.session, model, c.user_id, *version(c), row_id)
@@ -79,7 +79,7 @@ def child_routes(
     ]
 
 
-@endpoint(AnnotationCreate, status=201)
+@endpoint(AnnotationPublic, body=AnnotationCreate, status=201)
 def create_annotation(c: Context) -> dict[str, Any]:
     annotation = annotation_service.create_annotation(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.body
@@ -87,7 +87,7 @@ def create_annotation(c: Context) -> dict[str, Any]:
     return public(AnnotationPublic, annotation)
 
 
-@endpoint(AnnotationUpdate)
+@endpoint(AnnotationPublic, body=AnnotationUpdate)
 def update_annotation(c: Context) -> dict[str, Any]:
     annotation = annotation_service.update_annotation(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("annotation_id"), c.body
@@ -95,7 +95,7 @@ def update_annotation(c: Context) -> dict[str, Any]:
     return public(AnnotationPublic, annotation)
 
 
-@endpoint()
+@endpoint(AnnotationPublic)
 def delete_annotation(c: Context) -> dict[str, Any]:
     annotation = annotation_service.delete_annotation(
         c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("annotation_id")

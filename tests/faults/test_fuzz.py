@@ -24,8 +24,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from api.app import app
 from api.openapi import openapi_document
-from tests.builders import first_version, item_path, make_dataset, make_item, ok, upload
+from tests.builders import one_of_everything
 from tests.fixtures import new_user_key
 
 SEED = 20261126
@@ -79,49 +80,15 @@ def user_key(api_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def rows(api_url: str, user_key: str) -> dict[str, str]:
-    """One of each row, owned by the fuzzing user: a dataset with a version,
-    a split, a label, an item in the split with a file, an annotation, a
-    post-processor and so a job."""
     headers = {"Authorization": f"Bearer {user_key}"}
     with httpx.Client(base_url=api_url + "/api/v1", headers=headers, timeout=30) as client:
-        dataset = make_dataset(client)
-        version = first_version(dataset)
-        base = f"/datasets/{dataset['id']}/versions/{version['id']}"
-        split = ok(client.post(base + "/splits", json={"name": "train"}), 201)
-        label = ok(client.post(base + "/labels", json={"name": "cat"}), 201)
-        post_processor = ok(
-            client.post(f"/datasets/{dataset['id']}/post-processors", json={"model_type": "ner"}),
-            201,
-        )
-        item = make_item(client, dataset, splits=[{"id": split["id"]}])
-        ok(upload(client, dataset, item, b"Ada Lovelace lived in London.", "note.txt"))
-        annotation = ok(
-            client.post(
-                base + "/annotations",
-                json={"label_id": label["id"], "item_id": item["id"], "split_id": split["id"]},
-            ),
-            201,
-        )
-        jobs = ok(client.get(item_path(dataset, item) + "/jobs"))
-    return {
-        "dataset_id": dataset["id"],
-        "version_id": version["id"],
-        "split_id": split["id"],
-        "row_id": split["id"],
-        "label_id": label["id"],
-        "item_id": item["id"],
-        "annotation_id": annotation["id"],
-        "post_processor_id": post_processor["id"],
-        "job_id": jobs[0]["id"],
-        # Not a row: one of the operator's providers, shared by every user.
-        "provider": "openai",
-    }
+        return one_of_everything(client)
 
 
 # The document the server serves, loaded at collection so that every
 # operation is a test of its own (schemathesis's lazy from_fixture loader
 # reads a private attribute pytest 9 no longer has).
-schema = schemathesis.openapi.from_dict(openapi_document(), config=fuzz_config())
+schema = schemathesis.openapi.from_dict(openapi_document(app.routes), config=fuzz_config())
 
 
 @schema.parametrize()
