@@ -7,32 +7,20 @@ import uuid
 
 from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared.db import get_engine
 from shared.postprocessors.registry import get_registry
 from shared.queue import TASK_NAME
 from shared.services.execution import abandon_timed_out, run_job
+from shared.services.retries import DATABASE_OUTAGE
 from shared.settings import get_settings
 from worker.app import celery_app
 from worker.shutdown import shutdown
 
 
-@celery_app.task(
-    name=TASK_NAME,
-    ignore_result=True,
-    # The database is unreachable (down, restarting): the message is sent
-    # again with back-off, for about a quarter of an hour, rather than used up
-    # and left to the reaper's sweep for quiet jobs (10 min by default). A
-    # copy for a job already claimed or done finds nothing to claim.
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    # 2, 4, 8, 16, 32, then 60 s: without jitter, so that the quarter of an
-    # hour is what it says.
-    retry_jitter=False,
-    max_retries=20,
-)
+# The database unreachable (down, restarting): the message is sent again
+# with back-off rather than used up (see shared/services/retries.py).
+@celery_app.task(name=TASK_NAME, ignore_result=True, **DATABASE_OUTAGE)
 def run_post_processor(
     job_id: str, item_id: str = "", post_processor: str = "", model_type: str = ""
 ) -> str:

@@ -155,7 +155,6 @@ def abandon_timed_out(job_id: uuid.UUID, seconds: float) -> str | None:
             job_id,
             attempt,
             f"Attempt {attempt} ran past its hard time limit of {seconds:g} s and was stopped.",
-            jobs.backoff_seconds(attempt),
         )
 
 

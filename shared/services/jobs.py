@@ -33,6 +33,7 @@ from shared.models import (
 )
 from shared.postprocessors.base import ItemInput, ModelOutput, PostProcessorConfig
 from shared.services import outputs, provider_keys
+from shared.services.retries import RetryPolicy
 from shared.services.scope import get_item
 from shared.settings import get_settings
 
@@ -234,7 +235,10 @@ def fail_attempt(
     """Record a failed run. Returns the back-off in seconds when the job goes
     back to pending for another attempt, None when it has failed for good
     (or this run no longer holds it)."""
-    retry = transient and job.attempt < job.max_attempts
+    backoff = RetryPolicy.from_settings().next_try(
+        job.attempt, job.max_attempts, transient=transient, retry_after=retry_after
+    )
+    retry = backoff is not None
     status = JobStatus.PENDING if retry else JobStatus.FAILED
     recorded = session.execute(
         update(PostProcessorJob)
@@ -251,9 +255,8 @@ def fail_attempt(
     if recorded is None:
         log.warning("job %s attempt %s lost its claim; error discarded", job.job_id, job.attempt)
         return None
-    if not retry:
+    if backoff is None:
         return None
-    backoff = backoff_seconds(job.attempt, retry_after)
     _send_again_after_commit(session, job, backoff)
     return backoff
 
@@ -301,20 +304,21 @@ def abandon_attempt(
     job_id: uuid.UUID,
     attempt: int,
     error: str,
-    backoff: float = 0,
     lease_expired_at: datetime | None = None,
 ) -> str | None:
     """End an attempt whose run will never report back (its process was
     killed, or it outlived its time limit) as a transient failure: back to
-    pending and sent again while attempts remain, else failed. Returns the
-    new status, or None when that attempt no longer holds the job.
+    pending and sent again after its back-off while attempts remain, else
+    failed. Returns the new status, or None when that attempt no longer
+    holds the job.
 
     With `lease_expired_at`, only while the lease has run out by then (or
     the job has none): a heartbeat that came in meanwhile keeps the job."""
     job = session.get(PostProcessorJob, job_id)
     if job is None:
         return None
-    retry = attempt < job.max_attempts
+    backoff = RetryPolicy.from_settings().next_try(attempt, job.max_attempts)
+    retry = backoff is not None
     now = utcnow()
     conditions = [
         PostProcessorJob.id == job_id,
@@ -348,20 +352,11 @@ def abandon_attempt(
         retry,
         error,
     )
-    if not retry:
+    if backoff is None:
         return JobStatus.FAILED.value
     post_processor = job.post_processor
     enqueue_after_commit(session, job, post_processor.name, post_processor.model_type, backoff)
     return JobStatus.PENDING.value
-
-
-def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
-    """Exponential in the attempt, at least what the service asked for in
-    Retry-After, and never past the cap (a service must not park a job for
-    hours; the reaper also assumes the cap)."""
-    settings = get_settings()
-    exponential = settings.retry_backoff_seconds * 2 ** max(attempt - 1, 0)
-    return float(min(max(exponential, retry_after or 0.0), settings.retry_backoff_max_seconds))
 
 
 # --- the API's side ---------------------------------------------------------

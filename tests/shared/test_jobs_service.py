@@ -10,6 +10,7 @@ from shared.models import DatasetItem, JobStatus, PostProcessorJob
 from shared.postprocessors.base import ModelOutput
 from shared.services import jobs
 from shared.services.execution import run_job
+from shared.services.retries import RetryPolicy
 from tests.shared.factories import make_job
 
 
@@ -100,11 +101,21 @@ def test_a_permanent_error_fails_without_retry(sent):
 
 
 def test_back_off_grows_exponentially_up_to_its_cap():
-    delays = [jobs.backoff_seconds(attempt) for attempt in range(1, 6)]
+    policy = RetryPolicy.from_settings()
+    delays = [policy.backoff(attempt) for attempt in range(1, 6)]
     assert delays == [0.2, 0.4, 0.8, 1.0, 1.0]  # 0.2 s base and 1 s cap in the tests
 
 
 def test_back_off_honours_retry_after_up_to_its_cap():
-    assert jobs.backoff_seconds(1, retry_after=0.5) == 0.5
-    assert jobs.backoff_seconds(3, retry_after=0.5) == 0.8  # the exponential is longer
-    assert jobs.backoff_seconds(1, retry_after=3600) == 1.0  # capped
+    policy = RetryPolicy.from_settings()
+    assert policy.backoff(1, retry_after=0.5) == 0.5
+    assert policy.backoff(3, retry_after=0.5) == 0.8  # the exponential is longer
+    assert policy.backoff(1, retry_after=3600) == 1.0  # capped
+
+
+def test_a_next_try_only_for_a_transient_failure_with_attempts_left():
+    policy = RetryPolicy(base_seconds=2, cap_seconds=300)
+    assert policy.next_try(1, 3) == 2
+    assert policy.next_try(2, 3, retry_after=30) == 30
+    assert policy.next_try(3, 3) is None
+    assert policy.next_try(1, 3, transient=False) is None
