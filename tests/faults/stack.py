@@ -7,11 +7,14 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 
+from tests.builders import item_path, ok
 from tests.conftest import BACKEND, VAR_DIR
-from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http
+from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_until
 
 
 def own_broker(name: str) -> dict[str, str]:
@@ -50,3 +53,30 @@ def running_api(
     finally:
         for process in processes:
             stop(process)
+
+
+def children_of(pid: int) -> list[int]:
+    """The pool processes of a worker (Linux: read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (command) state ppid ...": the command may hold spaces.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def the_job(client: httpx.Client, dataset: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    [job] = ok(client.get(item_path(dataset, item) + "/jobs"))
+    return job
+
+
+def wait_for_status(client, dataset, item, status: str, timeout: float) -> dict[str, Any]:
+    return wait_until(
+        lambda: (job := the_job(client, dataset, item))["status"] == status and job,
+        timeout,
+        f"job {status}",
+    )

@@ -23,9 +23,16 @@ import pytest
 
 from tests.builders import item_path, make_dataset, make_item, make_post_processor, ok, upload
 from tests.conftest import VAR_DIR
-from tests.faults.stack import own_broker, running_api
-from tests.faults.test_worker_kill import wait_for_status, wait_until
-from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
+from tests.faults.stack import own_broker, running_api, wait_for_status
+from tests.fixtures import (
+    free_port,
+    itemflow,
+    spawn,
+    stop,
+    wait_for_http,
+    wait_for_worker,
+    wait_until,
+)
 
 PENDING_AFTER = 2.0
 ENV = {

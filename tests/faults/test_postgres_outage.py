@@ -51,8 +51,16 @@ from tests.builders import (
 )
 from tests.conftest import BACKEND, VAR_DIR
 from tests.faults.plugins import pid_file
-from tests.faults.test_worker_kill import children_of, the_job, wait_for_status, wait_until
-from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
+from tests.faults.stack import children_of, the_job, wait_for_status
+from tests.fixtures import (
+    free_port,
+    itemflow,
+    spawn,
+    stop,
+    wait_for_http,
+    wait_for_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(
     BACKEND != "services",

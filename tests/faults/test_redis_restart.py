@@ -30,8 +30,16 @@ import redis
 from tests.builders import item_path, make_dataset, make_item, make_label, make_post_processor, ok
 from tests.builders import upload as upload_file
 from tests.conftest import BACKEND, VAR_DIR
-from tests.faults.test_worker_kill import children_of, wait_until
-from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_for_worker
+from tests.faults.stack import children_of
+from tests.fixtures import (
+    free_port,
+    itemflow,
+    spawn,
+    stop,
+    wait_for_http,
+    wait_for_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(
     BACKEND != "services", reason="the embedded backend has no Redis to restart"

@@ -25,8 +25,7 @@ from tests.builders import make_dataset, make_item, make_post_processor, ok, upl
 from tests.conftest import VAR_DIR
 from tests.faults.plugins import runs_file
 from tests.faults.stack import own_broker, running_api
-from tests.faults.test_worker_kill import wait_until
-from tests.fixtures import spawn, stop, wait_for_worker
+from tests.fixtures import spawn, stop, wait_for_worker, wait_until
 
 UPLOADS = int(os.environ.get("SOAK_UPLOADS", "300"))
 WORKERS = 4

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,8 +28,8 @@ from tests.builders import (
 )
 from tests.conftest import VAR_DIR
 from tests.faults.plugins import pid_file
-from tests.faults.stack import own_broker, running_api
-from tests.fixtures import spawn, wait_for_worker
+from tests.faults.stack import children_of, own_broker, running_api, the_job, wait_for_status
+from tests.fixtures import spawn, wait_for_worker, wait_until
 
 LEASE_SECONDS = 3
 GRACE_SECONDS = 2
@@ -47,31 +46,6 @@ ENV = {
     "PRELOAD_MODELS": "false",
 }
 ENV.update(own_broker("faults"))
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.05)
-
-
-def children_of(pid: int) -> list[int]:
-    """The pool processes of a worker (Linux: read from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # "pid (command) state ppid ...": the command may hold spaces.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def kill(pid: int) -> None:
@@ -137,19 +111,6 @@ def uploaded_item(client: httpx.Client, dataset: dict[str, Any]) -> dict[str, An
     item = make_item(client, dataset)
     ok(upload(client, dataset, item, b"some text\n", "a.txt"))
     return item
-
-
-def the_job(client: httpx.Client, dataset: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    [job] = ok(client.get(item_path(dataset, item) + "/jobs"))
-    return job
-
-
-def wait_for_status(client, dataset, item, status: str, timeout: float) -> dict[str, Any]:
-    return wait_until(
-        lambda: (job := the_job(client, dataset, item))["status"] == status and job,
-        timeout,
-        f"job {status}",
-    )
 
 
 def stays_processing(client, dataset, item, seconds: float) -> None:

@@ -56,3 +56,8 @@ def test_sending_needs_nothing_of_the_worker_and_importing_builds_nothing(tmp_pa
         [sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, env=env, capture_output=True
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_a_worker_without_its_broker_stops_its_runs():
+    """Their messages go to other workers; their leases bring the jobs back."""
+    assert celery_app().conf.worker_cancel_long_running_tasks_on_connection_loss is True

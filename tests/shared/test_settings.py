@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -26,3 +29,69 @@ def test_time_limits_are_set_per_model_type():
 def test_a_visibility_timeout_shorter_than_a_run_is_refused():
     with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT_SECONDS"):
         Settings(time_limits={"stt": (3000, 3600)}, visibility_timeout_seconds=3600)
+
+
+def test_the_heartbeat_must_come_within_the_lease():
+    with pytest.raises(ValidationError, match="JOB_HEARTBEAT_SECONDS"):
+        Settings(job_lease_seconds=10, job_heartbeat_seconds=10)
+    with pytest.raises(ValidationError, match="JOB_HEARTBEAT_SECONDS"):
+        Settings(job_heartbeat_seconds=0)
+    assert Settings(job_lease_seconds=3, job_heartbeat_seconds=1).job_lease_seconds == 3
+
+
+def test_the_shutdown_grace_period_cannot_be_negative():
+    with pytest.raises(ValidationError, match="WORKER_SHUTDOWN_GRACE_SECONDS|greater than"):
+        Settings(worker_shutdown_grace_seconds=-1)
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        ("{nope", "PROVIDERS is not valid JSON"),
+        ("[]", "must be an object of provider name"),
+        ("{}", "must be an object of provider name"),
+        ('{"Open AI": {"protocol": "openai", "base_url": "https://x"}}', "provider name 'Open AI'"),
+        ('{"x": {"protocol": "grpc", "base_url": "https://x"}}', "provider 'x': protocol"),
+        ('{"x": {"protocol": "openai", "base_url": "ftp://x"}}', "base_url: .*http"),
+        (
+            '{"x": {"protocol": "openai", "base_url": "https://x", "api_key_env": "A B"}}',
+            "api_key_env",
+        ),
+        (
+            '{"x": {"protocol": "openai", "base_url": "https://x", "max_concurrency": 0}}',
+            "max_concurrency",
+        ),
+        ('{"x": {"protocol": "openai", "base_url": "https://x", "api_key": "sk-1"}}', "api_key"),
+    ],
+)
+def test_a_mistake_in_the_declaration_stops_the_settings(declared: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(providers=declared)
+
+
+def test_declaring_in_both_places_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "providers.json"
+    file.write_text(json.dumps({"x": {"protocol": "openai", "base_url": "https://x"}}))
+    assert list(Settings(providers_file=file).provider_connections) == ["x"]
+    with pytest.raises(ValidationError, match="not both"):
+        Settings(providers='{"y": {}}', providers_file=file)
+
+
+def test_a_settings_error_never_shows_a_secret() -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(secrets_key="not-a-fernet-key-but-a-secret", providers="{nope")
+    assert "not-a-fernet-key-but-a-secret" not in str(raised.value)
+    assert "SECRETS_KEY" in str(raised.value)
+    # An operator who pasted the key where its variable's name goes, or a
+    # password into the URL.
+    pasted = {
+        "x": {
+            "protocol": "openai",
+            "base_url": "ftp://u:hunter2@x",
+            "api_key_env": "sk-proj-SECRET",
+        }
+    }
+    with pytest.raises(ValidationError) as raised:
+        Settings(providers=json.dumps(pasted))
+    assert "api_key_env" in str(raised.value) and "base_url" in str(raised.value)
+    assert "SECRET" not in str(raised.value) and "hunter2" not in str(raised.value)
