@@ -31,6 +31,7 @@ from api.http import (
     declare,
 )
 from api.multipart import FILE_FIELD
+from shared.provider_config import NAME_PATTERN
 from shared.settings import get_settings
 
 API_PREFIX = "/api/v1"
@@ -38,7 +39,7 @@ _PATH_PARAMETER = re.compile(r"\{(\w+)(?::(\w+))?\}")
 _UUID = {"type": "string", "format": "uuid"}
 # A path parameter without Starlette's `:uuid` names one of the operator's
 # providers, the only other kind of name in a path.
-_NAME = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,19}$"}
+_NAME = {"type": "string", "pattern": NAME_PATTERN}
 PROBLEM = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],

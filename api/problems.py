@@ -54,10 +54,10 @@ def status_of(error: AppError) -> int:
     return 500
 
 
-def problem(status: int, detail: str, title: str | None = None, **extensions: Any) -> Response:
+def problem(status: int, detail: str, **extensions: Any) -> Response:
     body = {
         "type": "about:blank",
-        "title": title or TITLES.get(status) or HTTPStatus(status).phrase,
+        "title": TITLES.get(status) or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
         **extensions,

@@ -29,8 +29,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-# Stored in post_processors.external_provider, a column of 20 characters.
-NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,19}")
+# A provider's name, as the declarations, the request schemas and the
+# OpenAPI document spell it; stored in post_processors.external_provider, a
+# column of 20 characters.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,19}$"
+NAME = re.compile(NAME_PATTERN)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9])?)*")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from shared.models import JobStatus
+from shared.provider_config import NAME_PATTERN
 
 
 def _rfc3339(value: datetime) -> str:
@@ -49,7 +50,7 @@ ModelType = Literal["stt", "stt-diarization", "classification", "detection", "ne
 OutputTarget = Literal["text", "annotations", "both"]
 # The name of one of the operator's providers (PROVIDERS): the built-in
 # ones are openai and anthropic; the service checks the name exists.
-ProviderName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,19}$")]
+ProviderName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
 class RequestBody(BaseModel):

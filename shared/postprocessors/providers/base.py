@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import httpx
 
 from shared.postprocessors.base import PermanentError, TransientError
-from shared.postprocessors.providers.egress import AddressRefused, guarded_client
+from shared.postprocessors.providers.egress import AddressRefused, guarded_client, tls_context
 from shared.postprocessors.providers.options import Options
 from shared.postprocessors.providers.slots import call_slot
 from shared.redact import sanitise
@@ -155,7 +155,7 @@ class Provider(ABC):
         if self.endpoint.users_own:
             return guarded_client(get_settings().allowed_hosts, timeout)
         # The operator's endpoint: the environment's proxy settings apply.
-        return httpx.Client(timeout=timeout, follow_redirects=False)
+        return httpx.Client(timeout=timeout, follow_redirects=False, verify=tls_context())
 
     def excerpt(self, text: str) -> str:
         """What the provider said, shortened and cleaned for an error."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable
+from functools import cache
 
 import httpcore
 import httpx
@@ -102,19 +104,27 @@ def _refusal(host: str, reasons: list[str]) -> str:
     return f"{host} is {reasons[0] if reasons else 'not reachable'}; {advice}"
 
 
+@cache
+def tls_context() -> ssl.SSLContext:
+    """One per process for every provider call: loading the certificate
+    authorities takes some 35 ms, which a client per call would pay each
+    time (twice for a guarded one). A context is safe to share between
+    connections and threads."""
+    return httpx.create_ssl_context()
+
+
 def guarded_client(
     allowed: AllowedHosts, timeout: float, resolve: Resolver = system_resolver
 ) -> httpx.Client:
     """An httpx client for a user's base_url: checked connections, no
     redirects, no proxies from the environment."""
-    transport = httpx.HTTPTransport(trust_env=False)
+    transport = httpx.HTTPTransport(verify=tls_context(), trust_env=False)
     # httpx takes no network backend, but its connection pool (httpcore's,
     # whose `network_backend` is public) does: the transport's pool is
     # replaced by one that connects through the guard. tests/shared/
     # postprocessors/test_egress.py fails if a new httpx stops using it.
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        network_backend=GuardedBackend(allowed, resolve),
+        ssl_context=tls_context(), network_backend=GuardedBackend(allowed, resolve)
     )
     return httpx.Client(
         transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
