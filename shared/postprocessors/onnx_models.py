@@ -2,8 +2,9 @@
 onnxruntime on the CPU. A post-processor of model_type `classification` or
 `detection` names one in its `model_id`.
 
-Registered models are rows (the `onnx_models` table), not classes, so they
-reach the registry through a provider, `find_registered_model`. A worker
+Registered models are rows (the `onnx_models` table), not classes: the
+claim of a job reads its model's row into a `ModelSpec`, and the registry
+builds the model from that. Nothing here reads the database. A worker
 process loads each model once and keeps it; when the row's sha256 changes
 (`itemflow models add NAME --replace ...`) the next job loads the new file.
 
@@ -39,7 +40,6 @@ from typing import Any, ClassVar
 
 import numpy
 from PIL import Image
-from sqlalchemy import select
 
 from shared.postprocessors.base import (
     ItemInput,
@@ -221,26 +221,6 @@ class RegisteredOnnx(PostProcessorModel):
                 for box in boxes
             ],
         )
-
-
-def find_registered_model(model_type: str, model_id: str) -> PostProcessorModel | None:
-    """The registry's provider for registered models: the model named
-    `model_id` if one of kind `model_type` is registered, else None."""
-    if model_type not in KINDS or not model_id:
-        return None
-    from shared.db import session_scope
-    from shared.models import OnnxModel
-
-    with session_scope() as session:
-        row = session.scalar(select(OnnxModel).where(OnnxModel.name == model_id))
-        spec = ModelSpec.from_row(row) if row is not None else None
-    if spec is None:
-        # Removed: free its memory in this process.
-        RegisteredOnnx.forget(model_id)
-        return None
-    if spec.kind != model_type:
-        return None
-    return RegisteredOnnx.for_spec(spec)
 
 
 def _read_model_file(spec: ModelSpec) -> bytes:

@@ -7,11 +7,11 @@ is a configuration error, reported at start-up rather than resolved by
 import order.
 
 Some models are data rather than classes: ONNX networks an operator
-registered are rows in a table. Those come from providers, callables
-`(model_type, model_id) -> model or None` named by the same entry points
-and setting. A provider is asked only when no class serves the key, so it
-can never shadow a packaged model; it loads and caches its models itself.
-When no provider answers either, the post-processor gets a MissingModel.
+registered are rows in a table. The caller reads the row (a job's claim
+does) and hands its `ModelSpec` over; the registry reads no database. A
+spec is used only when no class serves the key, so a registered model can
+never shadow a packaged one. When neither serves it, the post-processor
+gets a MissingModel.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,9 @@ from shared.postprocessors.base import (
     PostProcessorConfig,
     PostProcessorModel,
 )
+from shared.postprocessors.onnx_models import ModelSpec, RegisteredOnnx
 
 ENTRY_POINT_GROUP = "itemflow.post_processors"
-# Serves (model_type, model_id) keys no class claims; None: not mine.
-ModelProvider = Callable[[str, str], PostProcessorModel | None]
 log = logging.getLogger(__name__)
 
 
@@ -68,23 +66,13 @@ class Registry:
     def __init__(self) -> None:
         self._classes: dict[tuple[str, str], type[PostProcessorModel]] = {}
         self._instances: dict[tuple[str, str], PostProcessorModel] = {}
-        self._providers: list[ModelProvider] = []
         self._lock = threading.Lock()
 
     def add(self, plugin: Any) -> None:
-        """Register what an entry point or the setting names: a model class,
-        or a provider function."""
-        if isinstance(plugin, type) and issubclass(plugin, PostProcessorModel):
-            self.register(plugin)
-        elif callable(plugin) and not isinstance(plugin, type):
-            self.add_provider(plugin)
-        else:
-            raise TypeError(f"{plugin!r} is neither a post-processor model class nor a provider")
-
-    def add_provider(self, provider: ModelProvider) -> ModelProvider:
-        if provider not in self._providers:
-            self._providers.append(provider)
-        return provider
+        """Register what an entry point or the setting names."""
+        if not (isinstance(plugin, type) and issubclass(plugin, PostProcessorModel)):
+            raise TypeError(f"{plugin!r} is not a post-processor model class")
+        self.register(plugin)
 
     def register(self, model_class: type[PostProcessorModel]) -> type[PostProcessorModel]:
         key = (model_class.model_type, model_class.model_id)
@@ -103,15 +91,18 @@ class Registry:
         asked for, under its name, would be worse than failing."""
         return self._classes.get((model_type, model_id))
 
-    def get(self, model_type: str, model_id: str = "") -> PostProcessorModel:
+    def get(
+        self, model_type: str, model_id: str = "", registered: ModelSpec | None = None
+    ) -> PostProcessorModel:
         """The model instance for a post-processor, built on first use and
-        kept for the life of the process."""
+        kept for the life of the process. `registered` is the registered
+        model the post-processor names, if there is one."""
         model_class = self.model_class(model_type, model_id)
         if model_class is None:
-            for provider in self._providers:
-                model = provider(model_type, model_id)
-                if model is not None:
-                    return model
+            if registered is not None:
+                return RegisteredOnnx.for_spec(registered)
+            # Unregistered since this process loaded it: free its memory.
+            RegisteredOnnx.forget(model_id)
             return MissingModel(model_type, model_id, self.installed())
         key = (model_class.model_type, model_class.model_id)
         with self._lock:

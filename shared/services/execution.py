@@ -200,7 +200,8 @@ def _heartbeat(claimed: jobs.ClaimedJob, context: str, stopping: threading.Event
 
 
 def _run_model(claimed: jobs.ClaimedJob, control: RunControl) -> ModelOutput:
-    model = get_registry().get(claimed.config.model_type, claimed.config.model_id)
+    config = claimed.config
+    model = get_registry().get(config.model_type, config.model_id, claimed.registered_model)
     with ExitStack() as stack:
         file = None
         if claimed.file_key:

@@ -32,7 +32,8 @@ from shared.models import (
     utcnow,
 )
 from shared.postprocessors.base import ItemInput, ModelOutput, PostProcessorConfig
-from shared.services import outputs, provider_keys
+from shared.postprocessors.onnx_models import ModelSpec
+from shared.services import onnx_models, outputs, provider_keys
 from shared.services.retries import RetryPolicy
 from shared.services.scope import get_item
 from shared.settings import get_settings
@@ -50,6 +51,8 @@ class ClaimedJob:
     item: ItemInput
     file_key: str | None
     config: PostProcessorConfig
+    # The registered ONNX model the post-processor names, if it names one.
+    registered_model: ModelSpec | None = None
 
 
 def create_jobs_for_upload(session: Session, item: DatasetItem) -> list[PostProcessorJob]:
@@ -168,6 +171,9 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
                 if post_processor.external_provider
                 else None
             ),
+        ),
+        registered_model=onnx_models.registered_spec(
+            session, post_processor.model_type, post_processor.model_id
         ),
     )
 

@@ -24,7 +24,14 @@ from sqlalchemy.orm import Session
 
 from shared.errors import AppError, Conflict, NotFound
 from shared.models import OnnxModel, PostProcessor
-from shared.postprocessors.onnx_models import KINDS, box_rows, open_session, score_vector
+from shared.postprocessors.onnx_models import (
+    KINDS,
+    ModelSpec,
+    box_rows,
+    open_session,
+    score_vector,
+)
+from shared.postprocessors.registry import get_registry
 from shared.services.files import delete_after_commit
 from shared.storage import get_storage
 
@@ -138,8 +145,6 @@ def add_model(
 ) -> OnnxModel:
     """Register a model, or with `replace` give a registered one a new file
     and labels (workers load the new file at their next job)."""
-    from shared.postprocessors.registry import get_registry
-
     if not NAME_PATTERN.fullmatch(name):
         raise InvalidModel(
             f"{name!r} is not a model name: use up to 100 letters, digits, '.', '_' or '-', "
@@ -179,6 +184,17 @@ def add_model(
         storage.delete(staged.key)
         raise Conflict(f"A model named {name!r} is already registered.") from error
     return row
+
+
+def registered_spec(session: Session, model_type: str, model_id: str) -> ModelSpec | None:
+    """What a worker needs to run the registered model a post-processor
+    names, if one of that kind is registered under `model_id`."""
+    if model_type not in KINDS or not model_id:
+        return None
+    row = session.scalar(
+        select(OnnxModel).where(OnnxModel.name == model_id, OnnxModel.kind == model_type)
+    )
+    return ModelSpec.from_row(row) if row is not None else None
 
 
 def registered_model_kinds(session: Session, names: set[str]) -> set[tuple[str, str]]:

@@ -4,6 +4,7 @@ import pytest
 
 from shared.postprocessors.base import ItemInput, PermanentError, PostProcessorConfig
 from shared.postprocessors.ocr import RapidOcr
+from shared.postprocessors.onnx_models import ModelSpec
 from shared.postprocessors.registry import DuplicateModel, MissingModel, Registry, load_registry
 from tests.plugins import FlakyModel, RejectingModel
 
@@ -56,3 +57,19 @@ def test_models_are_built_once_per_process():
     assert registry.get("classification", "test-flaky") is registry.get(
         "classification", "test-flaky"
     )
+
+
+def test_a_registered_model_never_shadows_a_class():
+    registry = load_registry("tests.plugins:FlakyModel")
+    spec = ModelSpec("test-flaky", "classification", ("a",), "none", "0" * 64, 2, 2)
+
+    # A class serves the key: the spec (whose file does not exist) is not used.
+    assert isinstance(registry.get("classification", "test-flaky", spec), FlakyModel)
+    missing = registry.get("classification", "other", None)
+    assert isinstance(missing, MissingModel)
+
+
+def test_something_that_is_not_a_model_class_is_refused():
+    for plugin in (object(), dict, lambda model_type, model_id: None):
+        with pytest.raises(TypeError, match="not a post-processor model class"):
+            Registry().add(plugin)

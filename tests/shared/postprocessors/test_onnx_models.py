@@ -1,5 +1,5 @@
-"""Registered ONNX models: registered through the CLI, found through the
-registry, run by onnxruntime."""
+"""Registered ONNX models: registered through the CLI, read by a job's
+claim, built by the registry, run by onnxruntime."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from shared.models import Annotation, DatasetItem, Label, PostProcessor
 from shared.postprocessors.base import ItemInput, PermanentError, PostProcessorConfig
 from shared.postprocessors.onnx_models import RegisteredOnnx
 from shared.postprocessors.registry import MissingModel, load_registry
+from shared.services import onnx_models
 from shared.services.execution import run_job
 from shared.settings import get_settings
 from tests.shared.factories import make_job
@@ -35,6 +36,14 @@ BOXES = [
     [-5, 40, 120, 70, 0.3, 1],  # runs off the input: clipped to the image
     [20, 20, 20, 30, 0.8, 0],  # no width: dropped
 ]
+
+
+def served(model_type, model_id=""):
+    """The model a job of this post-processor would run: the claim reads the
+    registered model, the registry builds it."""
+    with session_scope() as session:
+        spec = onnx_models.registered_spec(session, model_type, model_id)
+    return load_registry().get(model_type, model_id, spec)
 
 
 def item(media_type="image/png"):
@@ -67,7 +76,7 @@ def detector(tmp_path_factory):
 
 
 def test_a_pure_red_image_is_red(classifier, tmp_path):
-    model = load_registry().get("classification", classifier)
+    model = served("classification", classifier)
 
     output = model.run(item(), image_file(tmp_path / "red.png", (255, 0, 0)), config("", ""))
 
@@ -82,7 +91,7 @@ def test_a_pure_red_image_is_red(classifier, tmp_path):
 
 
 def test_scores_that_are_not_a_distribution_are_softmaxed(classifier, tmp_path):
-    model = load_registry().get("classification", classifier)
+    model = served("classification", classifier)
 
     # Channel means (0, 1, 1): sum 2, so taken as logits.
     output = model.run(item(), image_file(tmp_path / "cyan.png", (0, 255, 255)), config("", ""))
@@ -96,7 +105,7 @@ def test_scores_that_are_not_a_distribution_are_softmaxed(classifier, tmp_path):
 
 
 def test_boxes_are_scaled_back_to_the_image_in_pixels(detector, tmp_path):
-    model = load_registry().get("detection", detector)
+    model = served("detection", detector)
 
     output = model.run(
         item(), image_file(tmp_path / "i.png", (9, 9, 9), (300, 200)), config("", "")
@@ -114,30 +123,28 @@ def test_a_model_loads_once_per_process_and_again_when_its_file_changes(tmp_path
     name = unique_name("reload")
     labels = labels_file(tmp_path / "labels.txt", COLOURS)
     register(name, channel_mean_classifier(tmp_path / "a.onnx"), labels)
-    registry = load_registry()
-    first = registry.get("classification", name)
-    assert registry.get("classification", name) is first
+    first = served("classification", name)
+    assert served("classification", name) is first
 
     register(name, channel_mean_classifier(tmp_path / "b.onnx", 4, 4), labels, "--replace")
 
-    second = registry.get("classification", name)
+    second = served("classification", name)
     assert second is not first and second.spec.input_width == 4
     assert second.spec.sha256 != first.spec.sha256
 
 
 def test_an_id_that_is_not_registered_is_a_missing_model(classifier, detector, tmp_path):
-    registry = load_registry()
     for model_type, model_id in [
         ("classification", "never-registered"),
         ("detection", classifier),  # registered, but as a classifier
         ("ocr", classifier),
     ]:
-        model = registry.get(model_type, model_id)
+        model = served(model_type, model_id)
         assert isinstance(model, MissingModel)
         with pytest.raises(PermanentError, match=f"with model_id {model_id!r}"):
             model.run(item(), None, config(model_type, model_id))
     # The packaged detector still serves the type's default.
-    assert registry.get("detection").name == "opencv-haar-frontalface"
+    assert served("detection").name == "opencv-haar-frontalface"
 
 
 def test_a_removed_model_is_missing_afterwards(tmp_path):
@@ -145,16 +152,15 @@ def test_a_removed_model_is_missing_afterwards(tmp_path):
     register(
         name, channel_mean_classifier(tmp_path / "m.onnx"), labels_file(tmp_path / "l", COLOURS)
     )
-    registry = load_registry()
-    assert isinstance(registry.get("classification", name), RegisteredOnnx)
+    assert isinstance(served("classification", name), RegisteredOnnx)
 
     assert cli.main(["models", "remove", name]) == 0
 
-    assert isinstance(registry.get("classification", name), MissingModel)
+    assert isinstance(served("classification", name), MissingModel)
 
 
 def test_a_file_that_is_not_an_image_fails_permanently(classifier, tmp_path):
-    model = load_registry().get("classification", classifier)
+    model = served("classification", classifier)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     with pytest.raises(PermanentError, match="reads images"):
