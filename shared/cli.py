@@ -202,7 +202,7 @@ def run_worker(name: str = "celery@%h", model_types: str = "") -> int:
     # Each worker process runs one job at a time; NumPy's BLAS threads would
     # only fight the other processes for the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from shared.postprocessors.registry import get_registry
+    from shared.inference.registry import get_registry
     from worker.app import celery_app
 
     # Load the models' classes now, so that a broken or duplicate plugin

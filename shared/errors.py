@@ -2,7 +2,7 @@
 request that services raise. Each class's docstring is its default message.
 What one means over HTTP (its status, its title) is decided in one place,
 api/problems.py; a worker acts on a model's errors by their class
-(shared/postprocessors/base.py).
+(shared/inference/base.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from shared.provider_config import BUILT_IN
 from tests.conftest import ADMIN_DATABASE_URL, BACKEND, RUN_ID, TEST_DATABASE, VAR_DIR
-from tests.shared.postprocessors.fake_llm_server import FakeProvider, Reply, openai_answer
+from tests.shared.inference.fake_llm_server import FakeProvider, Reply, openai_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from shared.postprocessors.base import (
+from shared.inference.base import (
     ItemInput,
     ModelOutput,
     PermanentError,

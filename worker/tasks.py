@@ -9,7 +9,7 @@ from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init
 
 from shared.db import get_engine
-from shared.postprocessors.registry import get_registry
+from shared.inference.registry import get_registry
 from shared.queue import TASK_NAME
 from shared.services.execution import abandon_timed_out, run_job
 from shared.services.retries import DATABASE_OUTAGE

@@ -19,9 +19,9 @@ from sqlalchemy import select
 
 from shared.db import database_now, session_scope
 from shared.errors import AppError
+from shared.inference.base import ModelOutput, PermanentError, TransientError
+from shared.inference.registry import get_registry
 from shared.models import PostProcessorJob
-from shared.postprocessors.base import ModelOutput, PermanentError, TransientError
-from shared.postprocessors.registry import get_registry
 from shared.redact import sanitise
 from shared.services import jobs
 from shared.settings import get_settings

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 from shared import queue
 from shared.db import after_commit, database_now
 from shared.errors import Conflict, NotFound
+from shared.inference.base import ItemInput, ModelOutput, PostProcessorConfig
+from shared.inference.registered_onnx import ModelSpec
 from shared.models import (
     DatasetItem,
     JobStatus,
@@ -31,8 +33,6 @@ from shared.models import (
     PostProcessorJob,
     utcnow,
 )
-from shared.postprocessors.base import ItemInput, ModelOutput, PostProcessorConfig
-from shared.postprocessors.onnx_models import ModelSpec
 from shared.services import onnx_models, outputs, provider_keys
 from shared.services.retries import RetryPolicy
 from shared.services.scope import get_item

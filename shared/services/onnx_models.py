@@ -2,7 +2,7 @@
 storage, and record it in `onnx_models` for workers to find by name.
 
 A model is checked the way a worker will use it (see
-shared.postprocessors.onnx_models for the conventions): onnxruntime must
+shared.inference.registered_onnx for the conventions): onnxruntime must
 load it, it must take one NCHW float32 image, and a trial run on a blank
 image must give output of the registered kind (for a classifier, one score
 per label).
@@ -23,15 +23,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.errors import AppError, Conflict, NotFound
-from shared.models import OnnxModel, PostProcessor
-from shared.postprocessors.onnx_models import (
+from shared.inference.registered_onnx import (
     KINDS,
     ModelSpec,
     box_rows,
     open_session,
     score_vector,
 )
-from shared.postprocessors.registry import get_registry
+from shared.inference.registry import get_registry
+from shared.models import OnnxModel, PostProcessor
 from shared.services.files import delete_after_commit
 from shared.storage import get_storage
 

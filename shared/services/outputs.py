@@ -10,6 +10,7 @@ import uuid
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from shared.inference.base import ModelOutput, PostProcessorConfig
 from shared.models import (
     Annotation,
     DatasetItem,
@@ -20,7 +21,6 @@ from shared.models import (
     item_splits,
     utcnow,
 )
-from shared.postprocessors.base import ModelOutput, PostProcessorConfig
 
 log = logging.getLogger("itemflow.jobs")
 

@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.errors import NotFound, ValidationFailed
+from shared.inference.base import PostProcessorModel
+from shared.inference.providers.options import Refused, check
+from shared.inference.registry import get_registry
 from shared.models import PostProcessor
-from shared.postprocessors.base import PostProcessorModel
-from shared.postprocessors.providers.options import Refused, check
-from shared.postprocessors.registry import get_registry
 from shared.schemas import PostProcessorCreate, PostProcessorUpdate
 from shared.services.onnx_models import registered_model_kinds
 from shared.services.scope import apply_changes, get_dataset

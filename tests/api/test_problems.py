@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from api.problems import STATUSES, app_error, status_of
 from shared import errors
-from shared.postprocessors.base import PermanentError
+from shared.inference.base import PermanentError
 from shared.services.onnx_models import InvalidModel
 
 

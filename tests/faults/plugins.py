@@ -10,7 +10,7 @@ import random
 import time
 from pathlib import Path
 
-from shared.postprocessors.base import (
+from shared.inference.base import (
     ItemInput,
     ModelOutput,
     PostProcessorConfig,

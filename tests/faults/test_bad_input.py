@@ -7,7 +7,7 @@ they refuse; the worker's processes live on and serve the next job.
 
 Hostile file names in the multipart upload (`../`, NUL) are covered by
 tests/api/test_upload_bodies.py; the models' refusals, one by one and with
-lowered limits, by tests/shared/postprocessors/.
+lowered limits, by tests/shared/inference/.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pytest
 from PIL import Image
 from reportlab.pdfgen import canvas
 
-from shared.postprocessors.docx_text import MAX_PART_BYTES
+from shared.inference.files.docx import MAX_PART_BYTES
 from shared.settings import get_settings
 from tests.builders import (
     item_path,

@@ -6,8 +6,8 @@ import threading
 
 from shared.db import session_scope
 from shared.errors import Conflict
+from shared.inference.base import ModelOutput
 from shared.models import DatasetItem, JobStatus, PostProcessorJob
-from shared.postprocessors.base import ModelOutput
 from shared.services import jobs
 from shared.services.execution import run_job
 from shared.services.retries import RetryPolicy

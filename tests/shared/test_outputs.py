@@ -8,8 +8,8 @@ import uuid
 from sqlalchemy import select
 
 from shared.db import session_scope
+from shared.inference.base import ModelOutput, PostProcessorConfig, Prediction
 from shared.models import Annotation, DatasetItem, DatasetSplit, Label, PostProcessorJob
-from shared.postprocessors.base import ModelOutput, PostProcessorConfig, Prediction
 from shared.services import outputs
 from tests.shared.factories import make_job
 

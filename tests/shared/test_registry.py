@@ -2,16 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from shared.postprocessors.base import ItemInput, PermanentError, PostProcessorConfig
-from shared.postprocessors.ocr import RapidOcr
-from shared.postprocessors.onnx_models import ModelSpec
-from shared.postprocessors.registry import DuplicateModel, MissingModel, Registry, load_registry
+from shared.inference.base import ItemInput, PermanentError, PostProcessorConfig
+from shared.inference.document_text import DocumentText
+from shared.inference.registered_onnx import ModelSpec
+from shared.inference.registry import DuplicateModel, MissingModel, Registry, load_registry
 from tests.plugins import FlakyModel, RejectingModel
 
 
 def test_entry_points_register_the_ocr_model():
     registry = load_registry()
-    assert registry.model_class("ocr") is RapidOcr
+    assert registry.model_class("ocr") is DocumentText
 
 
 def test_extra_models_come_from_the_setting_and_are_chosen_by_model_id():
@@ -36,7 +36,7 @@ def test_an_unknown_model_id_finds_no_model_rather_than_the_default():
 def test_two_models_for_the_same_type_and_id_are_refused():
     registry = load_registry()
 
-    class AnotherOcr(RapidOcr):
+    class AnotherOcr(DocumentText):
         pass
 
     with pytest.raises(DuplicateModel, match="both serve"):

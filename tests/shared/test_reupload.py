@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from shared.db import session_scope
 from shared.filekinds import detect
+from shared.inference.base import ModelOutput
 from shared.models import DatasetItem, PostProcessorJob
-from shared.postprocessors.base import ModelOutput
 from shared.services import items, jobs
 from shared.storage import StagedFile
 from tests.shared.factories import make_job

@@ -17,7 +17,7 @@ from tests.builders import (
     upload,
     wait_for_jobs,
 )
-from tests.shared.postprocessors.fake_llm_server import (
+from tests.shared.inference.fake_llm_server import (
     ANSWERS,
     BASE_PATHS,
     ERROR_BODIES,

@@ -28,7 +28,7 @@ from tests.builders import (
     wait_for_jobs,
 )
 from tests.fixtures import OPERATOR_KEY
-from tests.shared.postprocessors.fake_llm_server import FakeProvider, Reply, openai_answer
+from tests.shared.inference.fake_llm_server import FakeProvider, Reply, openai_answer
 
 pytestmark = pytest.mark.usefixtures("worker")
 USER_KEY = f"sk-user-{uuid.uuid4().hex}"

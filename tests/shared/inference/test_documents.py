@@ -1,0 +1,334 @@
+"""OCR of documents: PDFs (text layer, scanned, mixed) and Word .docx files,
+run through the real RapidOCR model on files built here."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfgen import canvas
+
+from shared.filekinds import detect
+from shared.inference.base import ItemInput, PermanentError, PostProcessorConfig
+from shared.inference.document_text import DOCX, PDF, DocumentText
+from shared.inference.files import docx as docx_text
+from shared.inference.files import pdf as pdf_text
+from shared.settings import Settings, get_settings
+
+CONFIG = PostProcessorConfig(id=uuid.uuid4(), name="ocr", model_type="ocr")
+PAGE_SIZE = (432, 200)  # points; small pages keep rendering and OCR quick
+SCANNED_WORDS = "INVOICE 4711 PAID"
+
+
+@pytest.fixture(scope="module")
+def model() -> DocumentText:
+    return DocumentText()  # loads the ONNX models: once for the module
+
+
+def run(model: DocumentText, media_type: str, content: bytes, tmp_path: Path) -> Any:
+    file = tmp_path / "upload"
+    file.write_bytes(content)
+    item = ItemInput(
+        id=uuid.uuid4(), name="", description="", text="", extension="", media_type=media_type
+    )
+    return model.run(item, file, CONFIG)
+
+
+def words_image(words: str) -> Image.Image:
+    image = Image.new("RGB", (900, 200), "white")
+    ImageDraw.Draw(image).text((20, 60), words, fill="black", font=ImageFont.load_default(size=64))
+    return image
+
+
+def pdf(*pages: str | Image.Image | None, **canvas_options: Any) -> bytes:
+    """A PDF with one page per argument: text lines drawn as text (a text
+    layer), an image drawn as a picture only (a scan), None a blank page."""
+    out = io.BytesIO()
+    document = canvas.Canvas(out, pagesize=PAGE_SIZE, **canvas_options)
+    for page in pages:
+        if isinstance(page, str):
+            document.setFont("Helvetica", 14)
+            for number, line in enumerate(page.splitlines()):
+                document.drawString(36, 150 - 20 * number, line)
+        elif isinstance(page, Image.Image):
+            document.drawImage(ImageReader(page), 0, 0, *PAGE_SIZE)
+        document.showPage()
+    document.save()
+    return out.getvalue()
+
+
+def no_ocr(image: Any) -> list[dict[str, Any]]:
+    raise AssertionError("a page was sent to OCR")
+
+
+def without_spaces(text: str) -> str:
+    # RapidOCR sometimes drops the space between two words.
+    return "".join(text.split())
+
+
+# --- PDF -------------------------------------------------------------------
+
+
+def test_a_pdf_with_a_text_layer_is_read_from_it_without_ocr(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(model, "read_lines", no_ocr)
+    content = pdf("Invoice 4711 for Acme Corporation\nTotal due: 1,250.00 EUR")
+    assert detect(content[:8192]).media_type == PDF
+
+    output = run(model, PDF, content, tmp_path)
+
+    assert output.text == "Invoice 4711 for Acme Corporation\nTotal due: 1,250.00 EUR"
+    assert output.raw == {
+        "model": "rapidocr-onnxruntime",
+        "pages": [{"page": 1, "source": "text-layer", "text": output.text}],
+    }
+
+
+def test_a_scanned_pdf_page_is_rendered_and_read_by_ocr(model, tmp_path):
+    scan = io.BytesIO()
+    # Pillow writes an image-only PDF, as a scanner does.
+    words_image(SCANNED_WORDS).save(scan, "PDF", resolution=150)
+
+    output = run(model, PDF, scan.getvalue(), tmp_path)
+
+    assert without_spaces(output.text) == without_spaces(SCANNED_WORDS)
+    [page] = output.raw["pages"]
+    assert page["page"] == 1 and page["source"] == "ocr" and page["text"] == output.text
+    [line] = page["lines"]
+    assert line["text"] == output.text and 0.8 < line["score"] <= 1
+    # Four corners, in pixels of the page as rendered: a 900x200 image at
+    # 150 dpi, rendered at 200 dpi, is 1200x267 px; the words lie across it.
+    xs, ys = zip(*line["box"], strict=True)
+    assert len(xs) == 4
+    assert 0 <= min(xs) < 100 and 500 < max(xs) <= 1200
+    assert 50 < min(ys) < max(ys) < 267
+
+
+def test_a_mixed_pdf_reads_each_page_its_own_way_and_keeps_page_breaks(model, tmp_path):
+    content = pdf("Page one has a text layer.", words_image(SCANNED_WORDS), None)
+
+    output = run(model, PDF, content, tmp_path)
+
+    pages = output.raw["pages"]
+    assert [(page["page"], page["source"]) for page in pages] == [
+        (1, "text-layer"),
+        (2, "ocr"),
+        (3, "ocr"),
+    ]
+    # Pages are separated by a form feed, blank ones included, so page n is
+    # always split("\f")[n - 1].
+    first, second, third = output.text.split("\f")
+    assert first == "Page one has a text layer."
+    assert without_spaces(second) == without_spaces(SCANNED_WORDS)
+    assert third == "" and pages[2]["lines"] == []
+    assert "lines" not in pages[0]
+
+
+def test_a_huge_page_is_rendered_within_the_pixel_cap(tmp_path):
+    poster = tmp_path / "poster.pdf"
+    # 900x200 px at 10 dpi: a 90x20 inch page, 18000x4000 px at 200 dpi.
+    words_image(SCANNED_WORDS).save(poster, "PDF", resolution=10)
+    shapes = []
+
+    def record(image: Any) -> list[dict[str, Any]]:
+        shapes.append(image.shape)
+        return []
+
+    pdf_text.read_pdf(poster, record, max_pages=1)
+
+    [(height, width, channels)] = shapes
+    assert width == pdf_text.MAX_RENDER_SIDE and 440 < height < 450 and channels == 3
+
+
+def test_a_pdf_over_the_page_limit_fails_before_any_page_is_read(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(model, "read_lines", no_ocr)
+    monkeypatch.setattr(get_settings(), "max_pdf_pages", 2)
+
+    with pytest.raises(PermanentError, match=r"has 3 pages; at most 2 .*MAX_PDF_PAGES"):
+        run(model, PDF, pdf(None, None, None), tmp_path)
+
+
+def test_the_page_limit_defaults_to_200(model, tmp_path, monkeypatch):
+    assert Settings().max_pdf_pages == 200
+    monkeypatch.setattr(model, "read_lines", no_ocr)
+    content = pdf(*["text"] * 201)
+
+    with pytest.raises(PermanentError, match="has 201 pages; at most 200"):
+        run(model, PDF, content, tmp_path)
+    assert run(model, PDF, pdf(*["text"] * 200), tmp_path).text == "\f".join(["text"] * 200)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"%PDF-1.7\nthis is not a PDF body\n%%EOF\n", pdf("cut short")[:300]],
+    ids=["garbage", "truncated"],
+)
+def test_a_corrupt_pdf_fails_permanently_with_the_reason(model, tmp_path, content):
+    with pytest.raises(PermanentError, match="The PDF cannot be read: .*PDFium: "):
+        run(model, PDF, content, tmp_path)
+
+
+def test_a_password_protected_pdf_fails_permanently_saying_so(model, tmp_path):
+    content = pdf("secret", encrypt="a password")
+
+    with pytest.raises(PermanentError, match="encrypted and needs a password"):
+        run(model, PDF, content, tmp_path)
+
+
+# --- docx ------------------------------------------------------------------
+
+W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+MC = "http://schemas.openxmlformats.org/markup-compatibility/2006"
+CONTENT_TYPES = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+    '<Default Extension="rels" '
+    'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+    '<Default Extension="xml" ContentType="application/xml"/>'
+    '<Override PartName="/word/{part}" ContentType="application/'
+    'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>'
+    "</Types>"
+)
+RELATIONSHIPS = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" Target="word/{part}" Type="http://schemas.openxmlformats.org/'
+    'officeDocument/2006/relationships/officeDocument"/>'
+    "</Relationships>"
+)
+BODY = (
+    "<w:p><w:r><w:t>Quarterly report</w:t></w:r></w:p>"
+    # Runs join; deleted text of a tracked change is left out; a tab stays.
+    '<w:p><w:r><w:t xml:space="preserve">Revenue grew </w:t></w:r>'
+    "<w:r><w:rPr><w:b/></w:rPr><w:t>12%</w:t></w:r>"
+    "<w:del><w:r><w:delText>15%</w:delText></w:r></w:del>"
+    "<w:r><w:tab/><w:t>as planned.</w:t></w:r></w:p>"
+    "<w:p/>"
+    "<w:tbl><w:tr><w:tc><w:p><w:r><w:t>Region</w:t></w:r></w:p></w:tc>"
+    "<w:tc><w:p><w:r><w:t>North</w:t></w:r></w:p></w:tc></w:tr></w:tbl>"
+    "<w:p><w:r><w:t>Line one</w:t><w:br/><w:t>line two</w:t></w:r></w:p>"
+    # A text box, stored twice by Word: read once.
+    "<w:p><w:r><mc:AlternateContent>"
+    "<mc:Choice Requires='wps'><w:drawing><w:txbxContent>"
+    "<w:p><w:r><w:t>Boxed note</w:t></w:r></w:p></w:txbxContent></w:drawing></mc:Choice>"
+    "<mc:Fallback><w:pict><w:txbxContent>"
+    "<w:p><w:r><w:t>Boxed note</w:t></w:r></w:p></w:txbxContent></w:pict></mc:Fallback>"
+    "</mc:AlternateContent></w:r><w:r><w:t>After the box</w:t></w:r></w:p>"
+    "<w:sectPr/>"
+)
+
+
+def docx(body: str = BODY, part: str = "document.xml") -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", CONTENT_TYPES.format(part=part))
+        archive.writestr("_rels/.rels", RELATIONSHIPS.format(part=part))
+        archive.writestr(
+            f"word/{part}",
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+            f'<w:document xmlns:w="{W}" xmlns:mc="{MC}"><w:body>{body}</w:body></w:document>',
+        )
+    return out.getvalue()
+
+
+def test_a_docx_gives_the_text_of_its_paragraphs_and_tables(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(model, "read_lines", no_ocr)
+    content = docx()
+    assert detect(content[:8192]).media_type == DOCX
+
+    output = run(model, DOCX, content, tmp_path)
+
+    assert output.text == (
+        "Quarterly report\n"
+        "Revenue grew 12%\tas planned.\n"
+        "\n"
+        "Region\n"
+        "North\n"
+        "Line one\nline two\n"
+        "Boxed note\n"  # a paragraph inside another ends, and so comes, first
+        "After the box"
+    )
+    assert output.raw == {"model": "rapidocr-onnxruntime", "paragraphs": 8}
+
+
+def test_the_docx_document_part_is_found_through_the_package_relationships(model, tmp_path):
+    content = docx("<w:p><w:r><w:t>Elsewhere</w:t></w:r></w:p>", part="main.xml")
+
+    assert run(model, DOCX, content, tmp_path).text == "Elsewhere"
+
+
+def corrupt_xml() -> bytes:
+    return docx("<w:p><w:r><w:t>unclosed</w:r></w:p>")
+
+
+def without_document_part() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("[Content_Types].xml", CONTENT_TYPES.format(part="document.xml"))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"PK\x03\x04 not really a zip", "not a valid zip archive"),
+        (without_document_part(), r"no document part \(word/document.xml\)"),
+        (corrupt_xml(), "malformed XML"),
+    ],
+    ids=["not-a-zip", "no-document-part", "malformed-xml"],
+)
+def test_a_broken_docx_fails_permanently_with_the_reason(model, tmp_path, content, reason):
+    with pytest.raises(PermanentError, match=reason):
+        run(model, DOCX, content, tmp_path)
+
+
+@pytest.mark.parametrize("part", ["document.xml", "_rels/.rels"])
+def test_a_docx_part_inflating_past_the_cap_is_not_read(model, tmp_path, monkeypatch, part):
+    # The document part's declared size is checked up front; the
+    # relationships part is stopped by the capped stream while it is read.
+    monkeypatch.setattr(docx_text, "MAX_PART_BYTES", 4096)
+    padding = "<w:p/>" * 2000  # 12 kB inflated, a few hundred bytes compressed
+    content = docx(padding) if part == "document.xml" else _padded_relationships(padding)
+
+    with pytest.raises(PermanentError, match=f"{part} is larger than"):
+        run(model, DOCX, content, tmp_path)
+
+
+def _padded_relationships(padding: str) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(docx()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in source.namelist():
+            data = source.read(name)
+            if name == "_rels/.rels":
+                data = data.replace(
+                    b"</Relationships>", f"<!--{padding}--></Relationships>".encode()
+                )
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+# --- dispatch --------------------------------------------------------------
+
+
+def test_images_are_still_read_by_ocr(model, tmp_path):
+    png = io.BytesIO()
+    words_image(SCANNED_WORDS).save(png, "PNG")
+
+    output = run(model, "image/png", png.getvalue(), tmp_path)
+
+    assert without_spaces(output.text) == without_spaces(SCANNED_WORDS)
+    assert [line["text"] for line in output.raw["lines"]] == [output.text]
+
+
+@pytest.mark.parametrize(
+    "media_type", ["application/msword", "audio/wav", "text/plain", ""], ids=str
+)
+def test_other_kinds_of_file_fail_permanently_naming_what_is_read(model, tmp_path, media_type):
+    with pytest.raises(PermanentError, match="OCR reads images, PDFs and Word .docx files; "):
+        run(model, media_type, b"anything", tmp_path)
