@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from api.ratelimit import FailedAuthLimiter
 from shared.db import session_scope
@@ -157,9 +158,16 @@ class Context:
     user_id: uuid.UUID
     body: Any = None
 
-    def id(self, name: str) -> uuid.UUID:
-        value: uuid.UUID = self.request.path_params[name]
-        return value
+    @property
+    def ids(self) -> dict[str, uuid.UUID]:
+        """The path's ids by name (`dataset_id`, `item_id`...): a service
+        takes them as keywords of the same names, so a route passes them on
+        whole and a name that does not fit fails loudly."""
+        return {
+            name: value
+            for name, value in self.request.path_params.items()
+            if isinstance(value, uuid.UUID)
+        }
 
     def name(self, parameter: str) -> str:
         value: str = self.request.path_params[parameter]
@@ -230,6 +238,67 @@ def endpoint(
         return run
 
     return wrap
+
+
+def row_endpoint(
+    answer: type[BaseModel],
+    service: Callable[..., Any],
+    *,
+    body: type[BaseModel] | None = None,
+    status: int = 200,
+) -> Endpoint:
+    """Most of the API: an endpoint that calls `service(session, user_id=,
+    <the path's ids>=, body=)` and answers the row it returns as `answer`."""
+
+    def handler(c: Context) -> dict[str, Any]:
+        given = {"body": c.body} if body else {}
+        return public(answer, service(c.session, user_id=c.user_id, **c.ids, **given))
+
+    handler.__name__ = getattr(service, "func", service).__name__  # a partial has none
+    return endpoint(answer, body=body, status=status)(handler)
+
+
+def page_endpoint(answer: type[BaseModel], service: Callable[..., Any]) -> Endpoint:
+    """An endpoint that answers a page of the rows `service(session,
+    user_id=, <the path's ids>=, page=)` returns, as `answer`."""
+
+    def handler(c: Context) -> Listing:
+        rows, total = service(c.session, user_id=c.user_id, **c.ids, page=c.page)
+        return Listing(public_list(answer, rows), total)
+
+    handler.__name__ = getattr(service, "func", service).__name__  # a partial has none
+    return endpoint(answer)(handler)
+
+
+@dataclass(frozen=True)
+class Crud:
+    """The services of a collection whose members are created, read,
+    updated and deleted whole, and the schemas they take and answer."""
+
+    answer: type[BaseModel]
+    create_body: type[BaseModel]
+    update_body: type[BaseModel]
+    page: Callable[..., Any]
+    create: Callable[..., Any]
+    read: Callable[..., Any]
+    update: Callable[..., Any]
+    delete: Callable[..., Any]
+
+    def routes(self, path: str, member: str) -> list[Route]:
+        """List and create at `path`; read, update and delete at `member`."""
+
+        def answering(service: Callable[..., Any], **declared: Any) -> Endpoint:
+            return row_endpoint(self.answer, service, **declared)
+
+        return [
+            Route(path, page_endpoint(self.answer, self.page), methods=["GET"]),
+            Route(
+                path, answering(self.create, body=self.create_body, status=201), methods=["POST"]
+            ),
+            Route(member, answering(self.read), methods=["GET"]),
+            Route(member, answering(self.update, body=self.update_body), methods=["PUT"]),
+            Route(member, answering(self.delete), methods=["DELETE"]),
+        ]
 
 
 def public(schema: type[BaseModel], row: Any, **extra: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.routing import Route
 
-from api.http import Context, Listing, Query, endpoint, if_match, public
+from api.http import Context, Listing, Query, endpoint, if_match, public, row_endpoint
 from api.routes.datasets import VERSION
 from shared.models import DatasetItem, JobStatus
 from shared.schemas import ItemCreate, ItemPublic, ItemUpdate, ItemWithJobStatus, JobCounts
@@ -27,9 +27,8 @@ def list_items(c: Context) -> Listing:
     rows, total = items.list_items(
         c.session,
         c.user_id,
-        c.id("dataset_id"),
-        c.id("version_id"),
-        c.page,
+        **c.ids,
+        page=c.page,
         split_id=SPLIT_ID.read(c.request),
         job_status=JOB_STATUS.read(c.request),
     )
@@ -37,45 +36,24 @@ def list_items(c: Context) -> Listing:
     return Listing([with_job_status(item, counts[item.id]) for item in rows], total)
 
 
-@endpoint(ItemPublic, body=ItemCreate, status=201)
-def create_item(c: Context) -> dict[str, Any]:
-    item = items.create_item(c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.body)
-    return public(ItemPublic, item)
+create_item = row_endpoint(ItemPublic, items.create_item, body=ItemCreate, status=201)
 
 
 @endpoint(ItemWithJobStatus)
 def get_item(c: Context) -> dict[str, Any]:
-    item = items.load_item(
-        c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("item_id")
-    )
+    item = items.load_item(c.session, c.user_id, **c.ids)
     return with_job_status(item, items.job_counts(c.session, [item.id])[item.id])
 
 
 @endpoint(ItemPublic, body=ItemUpdate, if_match=True, errors=(412,))
 def update_item(c: Context) -> dict[str, Any]:
     item = items.update_item(
-        c.session,
-        c.user_id,
-        c.id("dataset_id"),
-        c.id("version_id"),
-        c.id("item_id"),
-        c.body,
-        if_match(c.request),
+        c.session, c.user_id, **c.ids, body=c.body, if_match=if_match(c.request)
     )
     return public(ItemPublic, item)
 
 
-@endpoint(ItemPublic)
-def delete_item(c: Context) -> dict[str, Any]:
-    item = items.delete_item(
-        c.session,
-        c.user_id,
-        c.id("dataset_id"),
-        c.id("version_id"),
-        c.id("split_id"),
-        c.id("item_id"),
-    )
-    return public(ItemPublic, item)
+delete_item = row_endpoint(ItemPublic, items.delete_item)
 
 
 ITEM = VERSION + "/items/{item_id:uuid}"

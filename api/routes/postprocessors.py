@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.routing import Route
 
-from api.http import Context, Listing, Query, endpoint, public
+from api.http import Context, Listing, Query, endpoint, public, row_endpoint
 from api.routes.datasets import DATASET
 from api.routes.items import ITEM
 from shared.models import JobStatus, PostProcessor, PostProcessorJob, as_dict
@@ -35,42 +35,29 @@ def job_with_details(row: tuple[PostProcessorJob, str, str]) -> dict[str, Any]:
 
 @endpoint(PostProcessorWithDetails, many=True)
 def list_post_processors(c: Context) -> list[dict[str, Any]]:
-    rows = postprocessors.list_post_processors(c.session, c.user_id, c.id("dataset_id"))
+    rows = postprocessors.list_post_processors(c.session, c.user_id, **c.ids)
     return [
         with_details(row, details)
         for row, details in zip(rows, postprocessors.model_details(c.session, rows), strict=True)
     ]
 
 
-@endpoint(PostProcessorPublic, body=PostProcessorCreate, status=201)
-def create_post_processor(c: Context) -> dict[str, Any]:
-    row = postprocessors.create_post_processor(c.session, c.user_id, c.id("dataset_id"), c.body)
-    return public(PostProcessorPublic, row)
+create_post_processor = row_endpoint(
+    PostProcessorPublic, postprocessors.create_post_processor, body=PostProcessorCreate, status=201
+)
 
 
 @endpoint(PostProcessorWithDetails)
 def get_post_processor(c: Context) -> dict[str, Any]:
-    row = postprocessors.get_post_processor(
-        c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id")
-    )
+    row = postprocessors.get_post_processor(c.session, c.user_id, **c.ids)
     [details] = postprocessors.model_details(c.session, [row])
     return with_details(row, details)
 
 
-@endpoint(PostProcessorPublic, body=PostProcessorUpdate)
-def update_post_processor(c: Context) -> dict[str, Any]:
-    row = postprocessors.update_post_processor(
-        c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id"), c.body
-    )
-    return public(PostProcessorPublic, row)
-
-
-@endpoint(PostProcessorPublic)
-def delete_post_processor(c: Context) -> dict[str, Any]:
-    row = postprocessors.delete_post_processor(
-        c.session, c.user_id, c.id("dataset_id"), c.id("post_processor_id")
-    )
-    return public(PostProcessorPublic, row)
+update_post_processor = row_endpoint(
+    PostProcessorPublic, postprocessors.update_post_processor, body=PostProcessorUpdate
+)
+delete_post_processor = row_endpoint(PostProcessorPublic, postprocessors.delete_post_processor)
 
 
 STATUS = Query("status", JobStatus)
@@ -83,8 +70,8 @@ def list_dataset_jobs(c: Context) -> Listing:
     rows, total = job_lists.list_dataset_jobs(
         c.session,
         c.user_id,
-        c.id("dataset_id"),
-        c.page,
+        **c.ids,
+        page=c.page,
         status=STATUS.read(c.request),
         post_processor_id=POST_PROCESSOR_ID.read(c.request),
         item_id=ITEM_ID.read(c.request),
@@ -94,23 +81,13 @@ def list_dataset_jobs(c: Context) -> Listing:
 
 @endpoint(JobWithDetails, many=True)
 def list_item_jobs(c: Context) -> list[dict[str, Any]]:
-    rows = job_lists.list_item_jobs(
-        c.session, c.user_id, c.id("dataset_id"), c.id("version_id"), c.id("item_id")
-    )
+    rows = job_lists.list_item_jobs(c.session, c.user_id, **c.ids)
     return [job_with_details(row) for row in rows]
 
 
 @endpoint(JobPublic, body=JobRetry, optional_body=True, errors=(409,))
 def retry_job(c: Context) -> dict[str, Any]:
-    job = jobs.retry_job(
-        c.session,
-        c.user_id,
-        c.id("dataset_id"),
-        c.id("version_id"),
-        c.id("item_id"),
-        c.id("job_id"),
-        c.body.max_attempts,
-    )
+    job = jobs.retry_job(c.session, c.user_id, **c.ids, max_attempts=c.body.max_attempts)
     return public(JobPublic, job)
 
 
