@@ -16,29 +16,27 @@ class FileKind:
     family: str  # image, pdf, document, audio, text
 
 
+# Extension and media type of each accepted kind, by family.
+_FAMILIES: dict[str, dict[str, str]] = {
+    "image": {
+        "jpg": "image/jpeg", "png": "image/png", "gif": "image/gif",
+        "webp": "image/webp", "bmp": "image/bmp", "tif": "image/tiff",
+    },
+    "pdf": {"pdf": "application/pdf"},
+    "document": {
+        "doc": "application/msword",
+        "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    },
+    "audio": {
+        "wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac",
+        "ogg": "audio/ogg", "m4a": "audio/mp4",
+    },
+    "text": {"txt": "text/plain"},
+}  # fmt: skip
 _ACCEPTED: dict[str, FileKind] = {
-    kind.extension: kind
-    for kind in [
-        FileKind("jpg", "image/jpeg", "image"),
-        FileKind("png", "image/png", "image"),
-        FileKind("gif", "image/gif", "image"),
-        FileKind("webp", "image/webp", "image"),
-        FileKind("bmp", "image/bmp", "image"),
-        FileKind("tif", "image/tiff", "image"),
-        FileKind("pdf", "application/pdf", "pdf"),
-        FileKind("doc", "application/msword", "document"),
-        FileKind(
-            "docx",
-            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-            "document",
-        ),
-        FileKind("wav", "audio/wav", "audio"),
-        FileKind("mp3", "audio/mpeg", "audio"),
-        FileKind("flac", "audio/flac", "audio"),
-        FileKind("ogg", "audio/ogg", "audio"),
-        FileKind("m4a", "audio/mp4", "audio"),
-        FileKind("txt", "text/plain", "text"),
-    ]
+    extension: FileKind(extension, media_type, family)
+    for family, kinds in _FAMILIES.items()
+    for extension, media_type in kinds.items()
 }
 
 

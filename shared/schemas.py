@@ -71,21 +71,16 @@ class RequestBody(BaseModel):
 # --- requests ---------------------------------------------------------------
 
 
-class DatasetCreate(RequestBody):
-    name: Text = ""
-    description: Text = ""
-    notes: Text = ""
-    content_type: ContentType = "images"
-    multi_label: bool = False
-    default_splits: bool = False
-
-
 class DatasetUpdate(RequestBody):
     name: Text = ""
     description: Text = ""
     notes: Text = ""
     content_type: ContentType = "images"
     multi_label: bool = False
+
+
+class DatasetCreate(DatasetUpdate):
+    default_splits: bool = False
 
 
 class VersionCreate(RequestBody):

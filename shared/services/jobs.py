@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -39,6 +39,7 @@ from shared.services.scope import get_item
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
+Copy = TypeVar("Copy", ItemInput, PostProcessorConfig)
 
 
 @dataclass(frozen=True)
@@ -141,29 +142,13 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
         job_id=job_id,
         attempt=claimed.attempts,
         max_attempts=claimed.max_attempts,
-        item=ItemInput(
-            id=item.id,
-            name=item.name,
-            description=item.description,
-            text=item.text,
-            extension=item.extension,
-            media_type=item.file_media_type,
-            label_names=tuple(label_names),
+        item=_copy(
+            ItemInput, item, media_type=item.file_media_type, label_names=tuple(label_names)
         ),
         file_key=item.file_key,
-        config=PostProcessorConfig(
-            id=post_processor.id,
-            name=post_processor.name,
-            model_type=post_processor.model_type,
-            model_id=post_processor.model_id,
-            model_version=post_processor.model_version,
-            external_provider=post_processor.external_provider,
-            external_model=post_processor.external_model,
-            external_config=post_processor.external_config,
-            prompt=post_processor.prompt,
-            output_target=post_processor.output_target,
-            auto_create_labels=post_processor.auto_create_labels,
-            confidence_threshold=post_processor.confidence_threshold,
+        config=_copy(
+            PostProcessorConfig,
+            post_processor,
             user_key=(
                 provider_keys.sealed_key(
                     session, post_processor.user_id, post_processor.external_provider
@@ -176,6 +161,13 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
             session, post_processor.model_type, post_processor.model_id
         ),
     )
+
+
+def _copy(kind: type[Copy], row: Any, **given: Any) -> Copy:
+    """A `kind` dataclass of the row's attributes of the same names, but for
+    the `given` ones."""
+    names = (field.name for field in fields(kind) if field.name not in given)
+    return kind(**{name: getattr(row, name) for name in names}, **given)
 
 
 def renew_lease(session: Session, job: ClaimedJob) -> bool:
