@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -150,16 +150,18 @@ def failed_auth_limiter() -> FailedAuthLimiter:
 
 @dataclass
 class Context:
-    """What a handler gets: the request (for its query and headers), an open
-    session in a transaction, the caller and the validated body."""
+    """What a handler gets: the request (for its headers), an open session
+    in a transaction, the caller, the validated body and the values of the
+    query parameters the endpoint declares, by name (None: not given)."""
 
     request: Request
     session: Session
     user_id: uuid.UUID
     body: Any = None
+    query: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def ids(self) -> dict[str, uuid.UUID]:
+    def ids(self) -> dict[str, Any]:  # of UUIDs; mypy checks a ** against every keyword
         """The path's ids by name (`dataset_id`, `item_id`...): a service
         takes them as keywords of the same names, so a route passes them on
         whole and a name that does not fit fails loudly."""
@@ -210,10 +212,11 @@ def endpoint(
         async def run(request: Request) -> Response:
             user_id = await authenticate(request)
             parsed = await read_body(request, body, optional=optional_body) if body else None
+            values = {parameter.name: parameter.read(request) for parameter in query}
 
             def work() -> Any:
                 with session_scope() as session:
-                    return handler(Context(request, session, user_id, parsed))
+                    return handler(Context(request, session, user_id, parsed, values))
 
             result = await run_in_threadpool(work)
             if isinstance(result, Response):

@@ -67,15 +67,7 @@ ITEM_ID = Query("item_id", uuid.UUID)
 
 @endpoint(JobWithDetails, query=(STATUS, POST_PROCESSOR_ID, ITEM_ID))
 def list_dataset_jobs(c: Context) -> Listing:
-    rows, total = job_lists.list_dataset_jobs(
-        c.session,
-        c.user_id,
-        **c.ids,
-        page=c.page,
-        status=STATUS.read(c.request),
-        post_processor_id=POST_PROCESSOR_ID.read(c.request),
-        item_id=ITEM_ID.read(c.request),
-    )
+    rows, total = job_lists.list_dataset_jobs(c.session, c.user_id, **c.ids, page=c.page, **c.query)
     return Listing([job_with_details(row) for row in rows], total)
 
 
