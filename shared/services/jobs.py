@@ -200,23 +200,30 @@ def _guard(job: ClaimedJob) -> Any:
     )
 
 
+def _release(session: Session, *conditions: Any, **values: Any) -> bool:
+    """End a run's hold on the job matching `conditions`: set `values` and
+    clear its lease. False when no job matched (the run no longer holds it)."""
+    ended = session.execute(
+        update(PostProcessorJob)
+        .where(*conditions)
+        .values(**values, updated_at=utcnow(), lease_expires_at=None)
+        .returning(PostProcessorJob.id)
+    ).one_or_none()
+    return ended is not None
+
+
 def complete_job(session: Session, job: ClaimedJob, output: ModelOutput) -> bool:
     """Record a result and put it where the post-processor wants it. False
     when this run no longer holds the job; then nothing is written."""
-    done = session.execute(
-        update(PostProcessorJob)
-        .where(_guard(job))
-        .values(
-            status=JobStatus.COMPLETED.value,
-            result=json.dumps(output.raw, ensure_ascii=False),
-            error=None,
-            completed_at=utcnow(),
-            updated_at=utcnow(),
-            lease_expires_at=None,
-        )
-        .returning(PostProcessorJob.id)
-    ).one_or_none()
-    if done is None:
+    done = _release(
+        session,
+        _guard(job),
+        status=JobStatus.COMPLETED.value,
+        result=json.dumps(output.raw, ensure_ascii=False),
+        error=None,
+        completed_at=utcnow(),
+    )
+    if not done:
         log.warning("job %s attempt %s lost its claim; result discarded", job.job_id, job.attempt)
         return False
     outputs.apply(session, job.job_id, job.item.id, job.file_key, job.config, output)
@@ -238,19 +245,14 @@ def fail_attempt(
     )
     retry = backoff is not None
     status = JobStatus.PENDING if retry else JobStatus.FAILED
-    recorded = session.execute(
-        update(PostProcessorJob)
-        .where(_guard(job))
-        .values(
-            status=status.value,
-            error=error[:10_000],
-            completed_at=None if retry else utcnow(),
-            updated_at=utcnow(),
-            lease_expires_at=None,
-        )
-        .returning(PostProcessorJob.id, PostProcessorJob.dataset_item_id)
-    ).one_or_none()
-    if recorded is None:
+    recorded = _release(
+        session,
+        _guard(job),
+        status=status.value,
+        error=error[:10_000],
+        completed_at=None if retry else utcnow(),
+    )
+    if not recorded:
         log.warning("job %s attempt %s lost its claim; error discarded", job.job_id, job.attempt)
         return None
     if backoff is None:
@@ -268,23 +270,17 @@ def put_back(session: Session, job: ClaimedJob) -> bool:
     writes nothing more, so the next claim, which gets the same number, is
     the only run with it. (A heartbeat that outlived its 5 s join could at
     most renew that next claim's lease once.)"""
-    now = utcnow()
-    released = session.execute(
-        update(PostProcessorJob)
-        .where(_guard(job))
-        .values(
-            status=JobStatus.PENDING.value,
-            attempts=PostProcessorJob.attempts - 1,
-            error=(
-                f"Attempt {job.attempt} was stopped by a worker shutdown and put back; "
-                "it does not count."
-            ),
-            updated_at=now,
-            lease_expires_at=None,
-        )
-        .returning(PostProcessorJob.id)
-    ).one_or_none()
-    if released is None:
+    released = _release(
+        session,
+        _guard(job),
+        status=JobStatus.PENDING.value,
+        attempts=PostProcessorJob.attempts - 1,
+        error=(
+            f"Attempt {job.attempt} was stopped by a worker shutdown and put back; "
+            "it does not count."
+        ),
+    )
+    if not released:
         return False
     _send_again_after_commit(session, job)
     return True
@@ -317,7 +313,6 @@ def abandon_attempt(
         return None
     backoff = RetryPolicy.from_settings().next_try(attempt, job.max_attempts)
     retry = backoff is not None
-    now = utcnow()
     conditions = [
         PostProcessorJob.id == job_id,
         PostProcessorJob.status == JobStatus.PROCESSING.value,
@@ -328,19 +323,14 @@ def abandon_attempt(
             PostProcessorJob.lease_expires_at.is_(None)
             | (PostProcessorJob.lease_expires_at < lease_expired_at)
         )
-    ended = session.execute(
-        update(PostProcessorJob)
-        .where(*conditions)
-        .values(
-            status=(JobStatus.PENDING if retry else JobStatus.FAILED).value,
-            error=error,
-            completed_at=None if retry else now,
-            updated_at=now,
-            lease_expires_at=None,
-        )
-        .returning(PostProcessorJob.id)
-    ).one_or_none()
-    if ended is None:
+    ended = _release(
+        session,
+        *conditions,
+        status=(JobStatus.PENDING if retry else JobStatus.FAILED).value,
+        error=error,
+        completed_at=None if retry else utcnow(),
+    )
+    if not ended:
         return None
     log.warning(
         "event=job.attempt_abandoned job_id=%s item_id=%s attempt=%s retry=%s error=%r",
