@@ -1,11 +1,13 @@
 """The text of a document: model_type `ocr`, the contract's name for it.
 Images are read by OCR with RapidOCR, whose wheel carries its ONNX models;
 PDFs page by page (the page's text layer, or OCR of the rendered page when
-it has none); Word .docx files by their paragraphs, with no OCR needed.
+it has none); Word .docx files and Word 97-2003 .doc files by their
+paragraphs, with no OCR needed.
 
 The item's text puts a form feed ("\\f") between the pages of a PDF, so that
 page n is always `text.split("\\f")[n - 1]`, empty pages included; the lines
-of an OCR-read page, and the paragraphs of a .docx, are separated by "\\n".
+of an OCR-read page, and the paragraphs of a .docx or .doc, are separated by
+"\\n".
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from shared.inference.base import (
     PostProcessorConfig,
     PostProcessorModel,
 )
+from shared.inference.files.doc import read_doc
 from shared.inference.files.docx import read_docx
 from shared.inference.files.images import open_upright
 from shared.inference.files.pdf import read_pdf
 from shared.settings import get_settings
 
 PDF = "application/pdf"
+DOC = "application/msword"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 PAGE_SEPARATOR = "\f"
 
@@ -50,8 +54,10 @@ class DocumentText(PostProcessorModel):
             return self._read_pdf(file)
         if item.media_type == DOCX:
             return self._read_docx(file)
+        if item.media_type == DOC:
+            return self._read_doc(file)
         raise PermanentError(
-            "OCR reads images, PDFs and Word .docx files; "
+            "OCR reads images, PDFs and Word .docx and .doc files; "
             f"this item's file is {item.media_type or 'of an unknown kind'!r}."
         )
 
@@ -76,6 +82,13 @@ class DocumentText(PostProcessorModel):
 
     def _read_docx(self, file: Path) -> ModelOutput:
         paragraphs = read_docx(file)
+        return ModelOutput(
+            raw={"model": self.name, "paragraphs": len(paragraphs)},
+            text="\n".join(paragraphs),
+        )
+
+    def _read_doc(self, file: Path) -> ModelOutput:
+        paragraphs = read_doc(file)
         return ModelOutput(
             raw={"model": self.name, "paragraphs": len(paragraphs)},
             text="\n".join(paragraphs),

@@ -1,5 +1,5 @@
-"""OCR of documents: PDFs (text layer, scanned, mixed) and Word .docx files,
-run through the real RapidOCR model on files built here."""
+"""OCR of documents: PDFs (text layer, scanned, mixed), Word .docx files and
+Word 97-2003 .doc files, run through the real RapidOCR model on files built here."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from reportlab.pdfgen import canvas
 
 from shared.filekinds import detect
 from shared.inference.base import ItemInput, PermanentError, PostProcessorConfig
-from shared.inference.document_text import DOCX, PDF, DocumentText
+from shared.inference.document_text import DOC, DOCX, PDF, DocumentText
+from shared.inference.files import doc as doc_text
 from shared.inference.files import docx as docx_text
 from shared.inference.files import pdf as pdf_text
 from shared.settings import Settings, get_settings
@@ -313,6 +314,208 @@ def _padded_relationships(padding: str) -> bytes:
     return out.getvalue()
 
 
+# --- doc ---------------------------------------------------------------------
+
+DATA = Path(__file__).parents[2] / "data"
+# Both made by real software (tests/data/README.md): LibreOffice 7.4 saving
+# as "Word 97" (its text stored as UTF-16), and Microsoft Word (cp1252).
+LIBREOFFICE_DOC = DATA / "quarterly_report.doc"
+WORD_DOC = DATA / "olefile_test.doc"
+
+
+def test_a_doc_gives_the_text_of_its_paragraphs_tables_and_field_results(
+    model, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(model, "read_lines", no_ocr)
+    content = LIBREOFFICE_DOC.read_bytes()
+    assert detect(content[:8192]).media_type == DOC
+
+    output = run(model, DOC, content, tmp_path)
+
+    assert output.text == (
+        "Quarterly report\n"
+        # The footnote's mark is dropped, and its text (after the main
+        # document's) is not read; a line break stays one.
+        "Revenue grew 12% as planned.\nSecond line of the paragraph.\n"
+        # A 2x2 table: one paragraph per cell, nothing for the empty cell.
+        "Region\n"
+        "North\n"
+        "Grüße\n"
+        # HYPERLINK and PAGE fields: their results, not their codes.
+        "See the full report online, page 1.\n"
+        "Café, naïve, € 5, Ελληνικά, 日本語"
+    )
+    assert output.raw == {"model": "rapidocr-onnxruntime", "paragraphs": 7}
+    assert "Audited" not in output.text and "HYPERLINK" not in output.text
+
+
+def test_a_doc_saved_by_word_with_cp1252_text_is_read(model, tmp_path):
+    content = WORD_DOC.read_bytes()
+    assert detect(content[:8192]).media_type == DOC
+
+    output = run(model, DOC, content, tmp_path)
+
+    assert output.text == "Test OLE file, saved as Word 97-2003 Document."
+    assert output.raw == {"model": "rapidocr-onnxruntime", "paragraphs": 1}
+
+
+def fib_at(content: bytes) -> int:
+    """Where the WordDocument stream, and so its FIB, starts in the file: the
+    sector starting with the FIB's magic number."""
+    [offset] = [at for at in range(512, len(content), 512) if content[at : at + 2] == b"\xec\xa5"]
+    return offset
+
+
+def patched(content: bytes, at: int, value: bytes) -> bytes:
+    return content[:at] + value + content[at + len(value) :]
+
+
+def encrypted() -> bytes:
+    content = LIBREOFFICE_DOC.read_bytes()
+    flags_at = fib_at(content) + 0x0A
+    flags = int.from_bytes(content[flags_at : flags_at + 2], "little") | 0x0100  # fEncrypted
+    return patched(content, flags_at, flags.to_bytes(2, "little"))
+
+
+def word_95() -> bytes:
+    content = WORD_DOC.read_bytes()
+    return patched(content, fib_at(content) + 2, (104).to_bytes(2, "little"))  # nFib
+
+
+def piece_table_outside() -> bytes:
+    content = WORD_DOC.read_bytes()
+    return patched(content, fib_at(content) + 0x1A6, (10**6).to_bytes(4, "little"))  # lcbClx
+
+
+def without_word_stream() -> bytes:
+    # The directory entry's name (UTF-16) renamed: an OLE2 file, not Word's.
+    name = "WordDocument".encode("utf-16-le")
+    return WORD_DOC.read_bytes().replace(name, "WordDocumenX".encode("utf-16-le"))
+
+
+def truncated() -> bytes:
+    return LIBREOFFICE_DOC.read_bytes()[:3000]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (encrypted(), r"encrypted \(password-protected\)"),
+        (word_95(), "Word 6.0/95 format"),
+        (piece_table_outside(), "piece table lies outside its table stream"),
+        (without_word_stream(), "no WordDocument stream; it is not a Word document"),
+        (truncated(), "cannot be read"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256)) * 8, "cannot be read"),
+        (b"not an OLE2 file at all", "not an OLE2 compound file"),
+    ],
+    ids=[
+        "encrypted",
+        "word-95",
+        "bad-piece-table",
+        "no-word-stream",
+        "truncated",
+        "garbage",
+        "text",
+    ],
+)
+def test_a_doc_that_cannot_be_read_fails_permanently_with_the_reason(
+    model, tmp_path, content, reason
+):
+    with pytest.raises(PermanentError, match=reason):
+        run(model, DOC, content, tmp_path)
+
+
+def test_a_doc_stream_over_the_cap_is_not_read(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(doc_text, "MAX_STREAM_BYTES", 2048)  # the WordDocument is 4 kB
+
+    with pytest.raises(PermanentError, match="WordDocument stream is larger than"):
+        run(model, DOC, WORD_DOC.read_bytes(), tmp_path)
+
+
+def streams(pieces: list[tuple[str, bool]], ccp_text: int) -> tuple[bytes, bytes]:
+    """A WordDocument and a table stream holding `pieces` of text, each
+    (text, compressed; a compressed piece's text gives its bytes): a Word 97
+    FIB (FibBase, 14 words, 22 longs, 93 fc/lcb pairs) and, at the table's
+    start, a CLX of one property modifier (skipped) and the piece table."""
+    fib_size = 32 + 2 + 28 + 2 + 88 + 2 + 93 * 8
+    text = bytearray()
+    cps, fcs = [0], []
+    for piece, compressed in pieces:
+        at = fib_size + len(text)
+        if compressed:
+            fcs.append(0x40000000 | (2 * at))
+            text += piece.encode("latin-1")
+        else:
+            fcs.append(at)
+            text += piece.encode("utf-16-le")
+        cps.append(cps[-1] + len(piece))
+    plc = b"".join(cp.to_bytes(4, "little") for cp in cps) + b"".join(
+        b"\0\0" + fc.to_bytes(4, "little") + b"\0\0" for fc in fcs
+    )
+    clx = b"\x01\x02\x00ab" + b"\x02" + len(plc).to_bytes(4, "little") + plc  # a Prc first
+    fib = bytearray(fib_size)
+    fib[0:4] = b"\xec\xa5\xc1\x00"
+    fib[10:12] = (0x0200).to_bytes(2, "little")  # fWhichTblStm: 1Table
+    fib[32:34] = (14).to_bytes(2, "little")
+    fib[62:64] = (22).to_bytes(2, "little")
+    fib[64 + 12 : 64 + 16] = ccp_text.to_bytes(4, "little")
+    fib[152:154] = (93).to_bytes(2, "little")
+    fib[154 + 33 * 8 : 154 + 34 * 8] = (0).to_bytes(4, "little") + len(clx).to_bytes(4, "little")
+    return bytes(fib + text), clx
+
+
+def test_pieces_are_joined_whether_compressed_or_utf16_up_to_the_main_documents_end():
+    word, table = streams(
+        [
+            # cp1252 bytes: a euro sign, curly quotes, and 0x81, which cp1252
+            # leaves undefined and Word reads as U+0081.
+            ("Price: \x80 5 \x93quoted\x94\x81\r", True),
+            ("Ελληνικά \u65e5\u672c\r", False),
+            ("Tail\rFootnote text\r", True),  # the main document ends after "Tail\r"
+        ],
+        ccp_text=38,
+    )
+    fib = doc_text._Fib(word)
+    assert fib.flags & 0x0200 and fib.ccp_text == 38
+
+    text = doc_text._main_text(word, table, fib)
+
+    assert text == "Price: € 5 “quoted”\x81\rΕλληνικά 日本\rTail\r"
+    assert doc_text._paragraphs(text) == ["Price: € 5 “quoted”", "Ελληνικά 日本", "Tail"]
+
+
+def test_a_piece_running_past_its_stream_fails_permanently():
+    word, table = streams([("Short\r", False)], ccp_text=6)
+
+    with pytest.raises(PermanentError, match="runs past the end"):
+        doc_text._main_text(word[:-4], table, doc_text._Fib(word))
+
+
+def test_words_special_characters_become_plain_text():
+    text = (
+        "Intro\x01 with picture\x08 anchors\r"
+        # A nested field in another's result shows its own result; a field
+        # inside a field's code is dropped with it; one with no result
+        # leaves nothing.
+        '\x13 HYPERLINK "x" \x14see \x13 PAGE \x142\x15 here\x15.\x13 TC \x13 SEQ \x141\x15\x15\r'
+        "One\x0btwo\x1ethree\x1ffour\tfive\x0c"
+        "A1\x07\x07C1\rmore\x07\x07"  # an empty cell, a cell of two paragraphs, row marks
+        "\r"  # an empty paragraph stays one
+        "Last"  # no final mark
+    )
+
+    assert doc_text._paragraphs(text) == [
+        "Intro with picture anchors",
+        "see 2 here.",
+        "One\ntwo-threefour\tfive",
+        "A1",
+        "C1",
+        "more",
+        "",
+        "Last",
+    ]
+
+
 # --- dispatch --------------------------------------------------------------
 
 
@@ -326,9 +529,9 @@ def test_images_are_still_read_by_ocr(model, tmp_path):
     assert [line["text"] for line in output.raw["lines"]] == [output.text]
 
 
-@pytest.mark.parametrize(
-    "media_type", ["application/msword", "audio/wav", "text/plain", ""], ids=str
-)
+@pytest.mark.parametrize("media_type", ["audio/wav", "text/plain", ""], ids=str)
 def test_other_kinds_of_file_fail_permanently_naming_what_is_read(model, tmp_path, media_type):
-    with pytest.raises(PermanentError, match="OCR reads images, PDFs and Word .docx files; "):
+    with pytest.raises(
+        PermanentError, match=r"OCR reads images, PDFs and Word \.docx and \.doc files; "
+    ):
         run(model, media_type, b"anything", tmp_path)
