@@ -19,6 +19,7 @@ import uvicorn
 from sqlalchemy import create_engine, text
 
 from shared.provider_config import BUILT_IN
+from tests.builders import make_dataset, make_item
 from tests.conftest import ADMIN_DATABASE_URL, BACKEND, RUN_ID, TEST_DATABASE, VAR_DIR
 from tests.shared.inference.fake_llm_server import FakeProvider, Reply, openai_answer
 
@@ -231,6 +232,18 @@ def other_client(api_url: str) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {new_user_key()}"}
     with httpx.Client(base_url=api_url + "/api/v1", headers=headers, timeout=30) as http:
         yield http
+
+
+@pytest.fixture
+def dataset(client: httpx.Client) -> dict[str, Any]:
+    """A new dataset of the client's user."""
+    return make_dataset(client)
+
+
+@pytest.fixture
+def item(client: httpx.Client, dataset: dict[str, Any]) -> dict[str, Any]:
+    """A new item in the `dataset` fixture's first version."""
+    return make_item(client, dataset)
 
 
 @pytest.fixture

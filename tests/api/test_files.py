@@ -13,8 +13,6 @@ from PIL import Image
 
 from tests.builders import (
     item_path,
-    make_dataset,
-    make_item,
     ok,
     png_with_words,
     problem,
@@ -37,16 +35,6 @@ def wav_bytes() -> bytes:
         sound.setframerate(8000)
         sound.writeframes(b"\x00\x00" * 800)
     return out.getvalue()
-
-
-@pytest.fixture
-def dataset(client):
-    return make_dataset(client)
-
-
-@pytest.fixture
-def item(client, dataset):
-    return make_item(client, dataset)
 
 
 # --- upload -----------------------------------------------------------------

@@ -48,6 +48,16 @@ def item_jobs(client, dataset, item):
     return ok(client.get(item_path(dataset, item) + "/jobs"))
 
 
+def uploaded_with_one_job(client):
+    """A dataset with a quick post-processor, an item uploaded to it, and its job."""
+    dataset = make_dataset(client)
+    make_quick_post_processor(client, dataset)
+    item = make_item(client, dataset)
+    ok(upload(client, dataset, item, b"text"))
+    [job] = item_jobs(client, dataset, item)
+    return dataset, item, job
+
+
 def test_an_upload_makes_one_job_per_enabled_post_processor_in_order(client):
     dataset = make_dataset(client)
     second = make_quick_post_processor(client, dataset, name="second", order=2)
@@ -193,11 +203,7 @@ def test_deleting_a_post_processor_deletes_its_jobs(client):
 
 
 def test_retry_of_a_job_that_has_not_failed_is_409(client):
-    dataset = make_dataset(client)
-    make_quick_post_processor(client, dataset)
-    item = make_item(client, dataset)
-    ok(upload(client, dataset, item, b"text"))
-    [job] = item_jobs(client, dataset, item)
+    dataset, item, job = uploaded_with_one_job(client)
 
     # The quick test model never fails: the job is pending, processing or
     # completed, none of which can be retried.
@@ -220,11 +226,7 @@ def test_retry_of_an_unknown_job_is_404(client):
 
 
 def test_retry_with_an_invalid_max_attempts_is_422(client):
-    dataset = make_dataset(client)
-    make_quick_post_processor(client, dataset)
-    item = make_item(client, dataset)
-    ok(upload(client, dataset, item, b"text"))
-    [job] = item_jobs(client, dataset, item)
+    dataset, item, job = uploaded_with_one_job(client)
 
     response = client.post(
         f"{item_path(dataset, item)}/jobs/{job['id']}/retry", json={"max_attempts": 0}

@@ -11,8 +11,6 @@ from shared.settings import get_settings
 from tests.builders import (
     error_locs,
     item_path,
-    make_dataset,
-    make_item,
     ok,
     png_with_words,
     problem,
@@ -46,16 +44,6 @@ def in_chunks(data: bytes, size: int = 512) -> Iterator[bytes]:
     """A body httpx sends chunked, without Content-Length."""
     for start in range(0, len(data), size):
         yield data[start : start + size]
-
-
-@pytest.fixture
-def dataset(client):
-    return make_dataset(client)
-
-
-@pytest.fixture
-def item(client, dataset):
-    return make_item(client, dataset)
 
 
 @pytest.fixture

@@ -138,6 +138,16 @@ def test_deleting_a_split_takes_items_out_of_it(client):
 # --- annotations ------------------------------------------------------------
 
 
+def plain_annotation(client, dataset):
+    """An annotation, without a split, of a new label and a new item of `dataset`."""
+    return make_annotation(client, dataset, make_label(client, dataset), make_item(client, dataset))
+
+
+def annotation_path(dataset, annotation):
+    """The path of an annotation in the first version of `dataset`."""
+    return f"{version_path(dataset)}/annotations/{annotation['id']}"
+
+
 def test_create_annotation_shows_on_its_item(client):
     dataset = make_dataset(client, default_splits=True)
     label = make_label(client, dataset)
@@ -161,9 +171,7 @@ def test_create_annotation_shows_on_its_item(client):
 def test_annotation_without_a_split_has_split_id_empty_string(client):
     dataset = make_dataset(client)
 
-    annotation = make_annotation(
-        client, dataset, make_label(client, dataset), make_item(client, dataset)
-    )
+    annotation = plain_annotation(client, dataset)
 
     assert annotation["split_id"] == ""
     assert annotation["coordinates"] == ""
@@ -216,7 +224,7 @@ def test_put_annotation_is_partial(client):
     item = make_item(client, dataset)
     first, second = make_label(client, dataset, name="a"), make_label(client, dataset, name="b")
     annotation = make_annotation(client, dataset, first, item, coordinates='{"start":0,"end":4}')
-    path = f"{version_path(dataset)}/annotations/{annotation['id']}"
+    path = annotation_path(dataset, annotation)
 
     moved = ok(client.put(path, json={"label_id": second["id"], "item_id": None}))
 
@@ -231,10 +239,7 @@ def test_put_annotation_is_partial(client):
 def test_put_annotation_with_a_label_of_another_version_is_422(client):
     dataset = make_dataset(client)
     other = make_dataset(client)
-    annotation = make_annotation(
-        client, dataset, make_label(client, dataset), make_item(client, dataset)
-    )
-    path = f"{version_path(dataset)}/annotations/{annotation['id']}"
+    path = annotation_path(dataset, plain_annotation(client, dataset))
 
     body = problem(client.put(path, json={"label_id": make_label(client, other)["id"]}), 422)
 
@@ -245,7 +250,7 @@ def test_delete_annotation_answers_it_and_removes_it(client):
     dataset = make_dataset(client)
     item = make_item(client, dataset)
     annotation = make_annotation(client, dataset, make_label(client, dataset), item)
-    path = f"{version_path(dataset)}/annotations/{annotation['id']}"
+    path = annotation_path(dataset, annotation)
 
     assert ok(client.delete(path)) == annotation
 
@@ -268,10 +273,8 @@ def test_deleting_a_label_deletes_its_annotations(client):
 def test_annotation_of_another_version_path_is_404(client):
     dataset = make_dataset(client)
     other = make_dataset(client)
-    annotation = make_annotation(
-        client, dataset, make_label(client, dataset), make_item(client, dataset)
-    )
+    annotation = plain_annotation(client, dataset)
 
-    path = f"{version_path(other)}/annotations/{annotation['id']}"
+    path = annotation_path(other, annotation)
     problem(client.put(path, json={"coordinates": ""}), 404)
     problem(client.delete(path), 404)

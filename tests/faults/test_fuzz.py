@@ -39,6 +39,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 KEYS = ("user", "none", "wrong")
+HTTP_SERVER_REFUSAL = "Invalid HTTP request received."
 
 
 def fuzz_config() -> schemathesis.Config:
@@ -57,6 +58,15 @@ def fuzz_config() -> schemathesis.Config:
             "suppress-health-check": ["all"],
         }
     )
+
+
+def checked(case: schemathesis.Case, response: Any, headers: dict[str, str]) -> None:
+    assert_no_trace(case, response)
+    if response.status_code == 400 and response.text == HTTP_SERVER_REFUSAL:
+        # A header no HTTP/1.1 parser accepts (an empty Content-Length, say):
+        # uvicorn answers before any route runs, so no route documents it.
+        return
+    case.validate_response(response, checks=CHECKS, headers=headers)
 
 
 def assert_no_trace(case: schemathesis.Case, response: Any) -> None:
@@ -103,8 +113,7 @@ def test_fuzz_with_any_ids_and_keys(
     }[key]
     response = case.call(base_url=api_url, headers=headers)
     tally[f"any ids {response.status_code}"] += 1
-    assert_no_trace(case, response)
-    case.validate_response(response, checks=CHECKS, headers=headers)
+    checked(case, response, headers)
 
 
 # Deleting the rows would leave the rest of the pass nothing to reach; the
@@ -120,5 +129,4 @@ def test_fuzz_with_real_ids(
         case.path_parameters["row_id"] = rows["label_id"]
     response = case.call(base_url=api_url, headers=headers)
     tally[f"real ids {response.status_code}"] += 1
-    assert_no_trace(case, response)
-    case.validate_response(response, checks=CHECKS, headers=headers)
+    checked(case, response, headers)

@@ -77,10 +77,10 @@ def count(client: httpx.Client, dataset: dict[str, Any], status: str) -> int:
     return int(response.headers["X-Total-Count"])
 
 
-def test_uploads_across_four_workers_with_random_transient_failures_all_add_up(api):
-    dataset = make_dataset(api)
-    post_processor = make_post_processor(
-        api,
+def unreliable(client: httpx.Client, dataset: dict[str, Any]) -> dict[str, Any]:
+    """A post-processor on the unreliable test model: a FAILURE_RATE of its runs fail."""
+    return make_post_processor(
+        client,
         dataset,
         name="unreliable",
         model_type="classification",
@@ -88,6 +88,11 @@ def test_uploads_across_four_workers_with_random_transient_failures_all_add_up(a
         output_target="text",
         prompt=json.dumps({"failure_rate": FAILURE_RATE}),
     )
+
+
+def test_uploads_across_four_workers_with_random_transient_failures_all_add_up(api):
+    dataset = make_dataset(api)
+    post_processor = unreliable(api, dataset)
 
     def new_upload(index: int) -> str:
         item = make_item(api, dataset, name=f"item-{index}")

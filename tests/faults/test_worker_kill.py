@@ -113,6 +113,15 @@ def uploaded_item(client: httpx.Client, dataset: dict[str, Any]) -> dict[str, An
     return item
 
 
+def failing_item(
+    client: httpx.Client, name: str, model_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A dataset on the failing test model `model_id`, and an item uploaded to it."""
+    dataset = make_dataset(client)
+    make_post_processor(client, dataset, name=name, model_type="classification", model_id=model_id)
+    return dataset, uploaded_item(client, dataset)
+
+
 def stays_processing(client, dataset, item, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -267,11 +276,7 @@ def test_fifty_simultaneous_retries_enqueue_once(api, workers):
     from concurrent.futures import ThreadPoolExecutor
 
     first = workers("d1")
-    dataset = make_dataset(api)
-    make_post_processor(
-        api, dataset, name="rejects", model_type="classification", model_id="test-reject"
-    )
-    item = uploaded_item(api, dataset)
+    dataset, item = failing_item(api, "rejects", "test-reject")
     job = wait_for_status(api, dataset, item, "failed", timeout=15)
     assert job["attempts"] == 1
     retry = item_path(dataset, item) + f"/jobs/{job['id']}/retry"
@@ -293,11 +298,7 @@ def test_fifty_simultaneous_retries_enqueue_once(api, workers):
 
 def test_a_poison_job_fails_at_max_attempts_and_the_worker_serves_on(api, workers):
     worker = workers("e")
-    dataset = make_dataset(api)
-    make_post_processor(
-        api, dataset, name="poison", model_type="classification", model_id="test-crash"
-    )
-    item = uploaded_item(api, dataset)
+    dataset, item = failing_item(api, "poison", "test-crash")
 
     # Each run kills its process; each lost run counts as one attempt.
     job = wait_for_status(api, dataset, item, "failed", timeout=3 * (LEASE_SECONDS + 8))

@@ -31,13 +31,17 @@ def row(job_id):
         return session.get_one(PostProcessorJob, job_id)
 
 
-def set_lease(job_id, seconds_from_now):
+def set_times(job_id, **seconds_from_now):
+    """Set each named timestamp of the job to now plus its seconds."""
+    values = {name: utcnow() + timedelta(seconds=s) for name, s in seconds_from_now.items()}
     with session_scope() as session:
         session.execute(
-            update(PostProcessorJob)
-            .where(PostProcessorJob.id == job_id)
-            .values(lease_expires_at=utcnow() + timedelta(seconds=seconds_from_now))
+            update(PostProcessorJob).where(PostProcessorJob.id == job_id).values(**values)
         )
+
+
+def set_lease(job_id, seconds_from_now):
+    set_times(job_id, lease_expires_at=seconds_from_now)
 
 
 def sweep_once():
@@ -160,13 +164,7 @@ def test_a_hard_time_limit_leaves_a_later_claim_alone(sent, monkeypatch):
     set_lease(job.id, -1)
     sweep_once()
     claim(job.id)
-    just_now = utcnow() - timedelta(seconds=0.5)
-    with session_scope() as session:
-        session.execute(
-            update(PostProcessorJob)
-            .where(PostProcessorJob.id == job.id)
-            .values(started_at=just_now)
-        )
+    set_times(job.id, started_at=-0.5)
 
     assert abandon_timed_out(job.id, 4) is None
     assert (row(job.id).status, row(job.id).attempts) == ("processing", 2)
@@ -176,13 +174,7 @@ def test_a_hard_time_limit_counts_the_attempt_it_killed(sent, monkeypatch):
     monkeypatch.setattr(get_settings(), "job_lease_seconds", 3)
     job, _item, _version = make_job()
     claim(job.id)
-    four_seconds_ago = utcnow() - timedelta(seconds=4)
-    with session_scope() as session:
-        session.execute(
-            update(PostProcessorJob)
-            .where(PostProcessorJob.id == job.id)
-            .values(started_at=four_seconds_ago)
-        )
+    set_times(job.id, started_at=-4)
 
     assert abandon_timed_out(job.id, 4) == JobStatus.PENDING.value
     assert (row(job.id).status, row(job.id).attempts) == ("pending", 1)

@@ -11,7 +11,7 @@ from shared.db import session_scope
 from shared.inference.base import ModelOutput, PostProcessorConfig, Prediction
 from shared.models import Annotation, DatasetItem, DatasetSplit, Label, PostProcessorJob
 from shared.services import outputs
-from tests.shared.factories import make_job
+from tests.shared.factories import add_item_with_job, make_job
 
 OUTPUT = ModelOutput(
     raw={},
@@ -127,23 +127,9 @@ def test_jobs_finishing_at_once_create_a_missing_label_once():
     others = []
     with session_scope() as session:
         for index in range(11):
-            other = DatasetItem(
-                version_id=version.id,
-                dataset_id=item.dataset_id,
-                user_id=item.user_id,
-                name=f"item {index}",
+            others.append(
+                add_item_with_job(session, version, job.post_processor_id, name=f"item {index}")
             )
-            session.add(other)
-            session.flush()
-            other_job = PostProcessorJob(
-                post_processor_id=job.post_processor_id,
-                dataset_item_id=other.id,
-                dataset_id=item.dataset_id,
-                user_id=item.user_id,
-            )
-            session.add(other_job)
-            session.flush()
-            others.append((other_job, other))
     pairs = [(job, item), *others]
     start = threading.Barrier(len(pairs))
     errors = []

@@ -39,25 +39,27 @@ def sweep_once():
         return sweep(session)
 
 
-def test_a_job_whose_worker_died_is_taken_back_and_resent(sent):
-    job, _item, _version = make_job(status=JobStatus.PROCESSING, attempts=1)
+def swept_lost_job(attempts):
+    """The row, after a sweep, of a job on attempt `attempts` whose worker is gone."""
+    job, _item, _version = make_job(status=JobStatus.PROCESSING, attempts=attempts)
     age(job.id, lost_after() + 5)
 
     sweep_once()
 
-    taken = row(job.id)
+    return row(job.id)
+
+
+def test_a_job_whose_worker_died_is_taken_back_and_resent(sent):
+    taken = swept_lost_job(attempts=1)
+
     assert (taken.status, taken.attempts) == ("pending", 1)
     assert "Attempt 1 was lost" in taken.error
-    assert [message.job_id for message in sent] == [str(job.id)]
+    assert [message.job_id for message in sent] == [str(taken.id)]
 
 
 def test_a_lost_job_without_attempts_left_fails(sent):
-    job, _item, _version = make_job(status=JobStatus.PROCESSING, attempts=3)
-    age(job.id, lost_after() + 5)
+    failed = swept_lost_job(attempts=3)
 
-    sweep_once()
-
-    failed = row(job.id)
     assert (failed.status, failed.attempts) == ("failed", 3)
     assert failed.completed_at is not None
     assert sent == []

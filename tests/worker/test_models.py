@@ -27,6 +27,13 @@ pytestmark = pytest.mark.usefixtures("worker")
 SAMPLES = Path(skimage.__file__).parent / "data"
 
 
+def dataset_for(client, post_processor, **fields):
+    """A new dataset (with `fields`) and a post-processor on it (with those in `post_processor`)."""
+    dataset = make_dataset(client, **fields)
+    make_post_processor(client, dataset, **post_processor)
+    return dataset
+
+
 def run(client, dataset, content, name):
     item = make_item(client, dataset)
     ok(upload(client, dataset, item, content, name))
@@ -36,14 +43,15 @@ def run(client, dataset, content, name):
 
 
 def test_faces_become_box_annotations(client):
-    dataset = make_dataset(client, default_splits=True)
-    make_post_processor(
+    dataset = dataset_for(
         client,
-        dataset,
-        name="faces",
-        model_type="detection",
-        output_target="annotations",
-        auto_create_labels=True,
+        {
+            "name": "faces",
+            "model_type": "detection",
+            "output_target": "annotations",
+            "auto_create_labels": True,
+        },
+        default_splits=True,
     )
 
     job, item = run(client, dataset, (SAMPLES / "astronaut.png").read_bytes(), "astronaut.png")
@@ -56,14 +64,15 @@ def test_faces_become_box_annotations(client):
 
 
 def test_entities_become_span_annotations_on_the_items_text(client):
-    dataset = make_dataset(client, content_type="ner")
-    make_post_processor(
+    dataset = dataset_for(
         client,
-        dataset,
-        name="entities",
-        model_type="ner",
-        output_target="both",
-        auto_create_labels=True,
+        {
+            "name": "entities",
+            "model_type": "ner",
+            "output_target": "both",
+            "auto_create_labels": True,
+        },
+        content_type="ner",
     )
     text = b"Mail ana@example.com before 27 November 2026 about the $1,250.00 invoice.\n"
 
@@ -80,8 +89,7 @@ def test_entities_become_span_annotations_on_the_items_text(client):
 
 
 def test_a_scanned_pdf_is_read_by_ocr(client):
-    dataset = make_dataset(client, content_type="documents")
-    make_post_processor(client, dataset, name="pages")
+    dataset = dataset_for(client, {"name": "pages"}, content_type="documents")
     page = Image.open(io.BytesIO(png_with_words("SCANNED 2026")))
     pdf = io.BytesIO()
     page.save(pdf, "PDF", resolution=150)
@@ -119,8 +127,7 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def test_speech_is_transcribed_with_word_times(client):
-    dataset = make_dataset(client)
-    make_post_processor(client, dataset, name="transcript", model_type="stt")
+    dataset = dataset_for(client, {"name": "transcript", "model_type": "stt"})
 
     job, item = run(client, dataset, (DATA / "two_cities_16k.wav").read_bytes(), "reading.wav")
 
@@ -130,8 +137,7 @@ def test_speech_is_transcribed_with_word_times(client):
 
 
 def test_two_voices_get_two_speakers(client):
-    dataset = make_dataset(client)
-    make_post_processor(client, dataset, name="who said what", model_type="stt-diarization")
+    dataset = dataset_for(client, {"name": "who said what", "model_type": "stt-diarization"})
 
     job, item = run(client, dataset, (DATA / "two_voices.wav").read_bytes(), "dialogue.wav")
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.inference.base import ItemInput, PermanentError, PostProcessorConfig
+from shared.inference.base import PermanentError, PostProcessorConfig
 from shared.inference.diarization import SpeakerDiarization
+from tests.shared.factories import item_input
 
 DATA = Path(__file__).parents[2] / "data"
 # Two espeak-ng voices taking turns, 0.6 s apart (tests/data/README.md).
@@ -48,14 +49,7 @@ def output(model):
 
 
 def audio_item(media_type="audio/wav"):
-    return ItemInput(
-        id=uuid.uuid4(),
-        name="dialogue",
-        description="",
-        text="",
-        extension="wav",
-        media_type=media_type,
-    )
+    return item_input(name="dialogue", extension="wav", media_type=media_type)
 
 
 def test_tells_two_voices_apart(output):

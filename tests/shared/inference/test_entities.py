@@ -3,9 +3,10 @@ import uuid
 
 import pytest
 
-from shared.inference.base import ItemInput, PostProcessorConfig
+from shared.inference.base import PostProcessorConfig
 from shared.inference.entities import RuleBasedNer, find_entities
 from shared.inference.files import text as text_input
+from tests.shared.factories import item_input
 
 CONFIG = PostProcessorConfig(id=uuid.uuid4(), name="entities", model_type="ner")
 
@@ -18,14 +19,8 @@ PARAGRAPH = (
 
 
 def text_item(text="", label_names=(), media_type="text/plain"):
-    return ItemInput(
-        id=uuid.uuid4(),
-        name="note",
-        description="",
-        text=text,
-        extension="txt",
-        media_type=media_type,
-        label_names=label_names,
+    return item_input(
+        name="note", text=text, extension="txt", media_type=media_type, label_names=label_names
     )
 
 

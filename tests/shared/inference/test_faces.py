@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shared.inference.base import ItemInput, PermanentError, PostProcessorConfig
+from shared.inference.base import PermanentError, PostProcessorConfig
 from shared.inference.faces import FaceDetector
+from tests.shared.factories import item_input
 
 # Photos that ship in scikit-image's wheel (a test dependency).
 SAMPLES = files("skimage") / "data"
@@ -21,14 +22,7 @@ def detector():
 
 
 def image_item(media_type="image/png"):
-    return ItemInput(
-        id=uuid.uuid4(),
-        name="photo",
-        description="",
-        text="",
-        extension="png",
-        media_type=media_type,
-    )
+    return item_input(name="photo", extension="png", media_type=media_type)
 
 
 def sample(name, tmp_path):

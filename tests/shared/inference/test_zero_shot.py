@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.inference.base import ItemInput, PermanentError, PostProcessorConfig
+from shared.inference.base import PermanentError, PostProcessorConfig
 from shared.inference.zero_shot import ZeroShotClassifier
+from tests.shared.factories import item_input
 
 CONFIG = PostProcessorConfig(id=uuid.uuid4(), name="topics", model_type="classification")
 LABELS = ("sports", "cooking", "finance")
@@ -66,14 +67,8 @@ def classifier():
 
 
 def item(text="", label_names=LABELS, media_type="text/plain"):
-    return ItemInput(
-        id=uuid.uuid4(),
-        name="note",
-        description="",
-        text=text,
-        extension="txt",
-        media_type=media_type,
-        label_names=label_names,
+    return item_input(
+        name="note", text=text, extension="txt", media_type=media_type, label_names=label_names
     )
 
 
