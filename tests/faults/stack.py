@@ -16,6 +16,17 @@ from tests.builders import item_path, ok
 from tests.conftest import BACKEND, VAR_DIR
 from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_until
 
+# The lease of the fault tests' workers: short, so that a lost job comes
+# back within seconds, yet six heartbeats long, so that a renewal may come
+# 5 s late (a 2-core machine running two suites at once) before the reaper
+# takes a live job back.
+LEASE_SECONDS = 6
+LEASES = {
+    "JOB_LEASE_SECONDS": str(LEASE_SECONDS),
+    "JOB_HEARTBEAT_SECONDS": "1",
+    "REAPER_INTERVAL_SECONDS": "0.5",
+}
+
 
 def own_broker(name: str) -> dict[str, str]:
     """Settings for a queue (on Redis) or a var dir (embedded) of a fault

@@ -51,7 +51,7 @@ from tests.builders import (
 )
 from tests.conftest import BACKEND, VAR_DIR
 from tests.faults.plugins import pid_file
-from tests.faults.stack import children_of, the_job, wait_for_status
+from tests.faults.stack import LEASE_SECONDS, LEASES, children_of, the_job, wait_for_status
 from tests.fixtures import (
     free_port,
     itemflow,
@@ -67,7 +67,6 @@ pytestmark = pytest.mark.skipif(
     reason="the embedded backend has no database server to stop: SQLite runs inside each process",
 )
 
-LEASE_SECONDS = 3
 # How long the in-flight job's model runs: it finishes while the database is down.
 STALL_SECONDS = 3
 OWN_VAR_DIR = VAR_DIR / "pg-outage"
@@ -78,9 +77,7 @@ ENV = {
     "QUEUE_NAME": os.environ["QUEUE_NAME"] + "-pg-outage",
     # Its own files directory, so that what the outage leaves there is seen.
     "VAR_DIR": str(OWN_VAR_DIR),
-    "JOB_LEASE_SECONDS": str(LEASE_SECONDS),
-    "JOB_HEARTBEAT_SECONDS": "1",
-    "REAPER_INTERVAL_SECONDS": "0.5",
+    **LEASES,
     # One pool process per worker: the job after the outage runs in the
     # very process (and on the very connection pool) that ran the one before.
     "WORKER_CONCURRENCY": "1",

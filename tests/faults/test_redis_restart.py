@@ -30,7 +30,7 @@ import redis
 from tests.builders import item_path, make_dataset, make_item, make_label, make_post_processor, ok
 from tests.builders import upload as upload_file
 from tests.conftest import BACKEND, VAR_DIR
-from tests.faults.stack import children_of
+from tests.faults.stack import LEASES, children_of
 from tests.fixtures import (
     free_port,
     itemflow,
@@ -98,9 +98,7 @@ def env(redis_server: RedisServer) -> dict[str, str]:
         "BROKER_URL": redis_server.url,
         "QUEUE_NAME": os.environ["QUEUE_NAME"] + "-redis",
         "POST_PROCESSORS": os.environ["POST_PROCESSORS"] + ",tests.faults.plugins:StallingModel",
-        "JOB_LEASE_SECONDS": "3",
-        "JOB_HEARTBEAT_SECONDS": "1",
-        "REAPER_INTERVAL_SECONDS": "0.5",
+        **LEASES,
         "REAPER_PENDING_AFTER_SECONDS": str(PENDING_AFTER),
         "WORKER_CONCURRENCY": "2",
         "PRELOAD_MODELS": "false",

@@ -28,17 +28,22 @@ from tests.builders import (
 )
 from tests.conftest import VAR_DIR
 from tests.faults.plugins import pid_file
-from tests.faults.stack import children_of, own_broker, running_api, the_job, wait_for_status
+from tests.faults.stack import (
+    LEASE_SECONDS,
+    LEASES,
+    children_of,
+    own_broker,
+    running_api,
+    the_job,
+    wait_for_status,
+)
 from tests.fixtures import spawn, wait_for_worker, wait_until
 
-LEASE_SECONDS = 3
 GRACE_SECONDS = 2
 ENV = {
     "POST_PROCESSORS": os.environ["POST_PROCESSORS"]
     + ",tests.faults.plugins:StallingModel,tests.faults.plugins:CrashingModel",
-    "JOB_LEASE_SECONDS": str(LEASE_SECONDS),
-    "JOB_HEARTBEAT_SECONDS": "1",
-    "REAPER_INTERVAL_SECONDS": "0.5",
+    **LEASES,
     "WORKER_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
     # One job at a time: after a kill, only the replacement process can
     # serve the next job. No models to load: only the test model runs.
