@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 from typing import Any
 
+import av
 import httpx
+import numpy
 from PIL import Image, ImageDraw, ImageFont
 
 
@@ -61,6 +64,24 @@ def png_with_words(words: str, size: tuple[int, int] = (900, 200)) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
+
+
+def m4a(
+    path: Path, samples: Any, rate: int, bit_rate: int = 64_000, faststart: bool = False
+) -> Path:
+    """Encode float32 `samples` (1-D mono, or frames x channels) as AAC in
+    an m4a file, as iTunes and phones write it (brand "M4A ")."""
+    planar = numpy.ascontiguousarray(numpy.atleast_2d(samples.T), dtype="float32")
+    layout = "mono" if planar.shape[0] == 1 else "stereo"
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format="ipod", options=options) as container:
+        stream = container.add_stream("aac", rate=rate, layout=layout)
+        stream.bit_rate = bit_rate
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return path
 
 
 def wait_for_jobs(

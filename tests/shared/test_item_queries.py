@@ -7,45 +7,19 @@ import uuid
 from sqlalchemy import event
 
 from shared.db import get_engine, session_scope
-from shared.models import (
-    Dataset,
-    DatasetItem,
-    DatasetVersion,
-    PostProcessor,
-    PostProcessorJob,
-    User,
-)
 from shared.services import items
 from shared.services.scope import Page
+from tests.shared.factories import add_item, add_job, new_version
 
 
 def make_version_with_items(count: int) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     with session_scope() as session:
-        user = User(name=f"queries-{uuid.uuid4().hex[:8]}")
-        session.add(user)
-        session.flush()
-        dataset = Dataset(user_id=user.id)
-        session.add(dataset)
-        session.flush()
-        version = DatasetVersion(dataset_id=dataset.id, user_id=user.id)
-        post_processor = PostProcessor(dataset_id=dataset.id, user_id=user.id, model_type="ocr")
-        session.add_all([version, post_processor])
-        session.flush()
+        version, post_processor = new_version(session, model_type="ocr", model_id="")
         for _ in range(count):
-            item = DatasetItem(version_id=version.id, dataset_id=dataset.id, user_id=user.id)
-            session.add(item)
-            session.flush()
+            item = add_item(session, version)
             for status in ("completed", "failed", "failed"):
-                session.add(
-                    PostProcessorJob(
-                        post_processor_id=post_processor.id,
-                        dataset_item_id=item.id,
-                        dataset_id=dataset.id,
-                        user_id=user.id,
-                        status=status,
-                    )
-                )
-        return user.id, dataset.id, version.id
+                add_job(session, item, post_processor.id, status=status)
+        return version.user_id, version.dataset_id, version.id
 
 
 def list_with_counts(user_id, dataset_id, version_id):

@@ -11,7 +11,7 @@ from shared.db import session_scope
 from shared.inference.base import ModelOutput, PostProcessorConfig, Prediction
 from shared.models import Annotation, DatasetItem, DatasetSplit, Label, PostProcessorJob
 from shared.services import outputs
-from tests.shared.factories import add_item_with_job, make_job
+from tests.shared.factories import add_item, add_job, make_job
 
 OUTPUT = ModelOutput(
     raw={},
@@ -127,9 +127,8 @@ def test_jobs_finishing_at_once_create_a_missing_label_once():
     others = []
     with session_scope() as session:
         for index in range(11):
-            others.append(
-                add_item_with_job(session, version, job.post_processor_id, name=f"item {index}")
-            )
+            other = add_item(session, version, f"item {index}")
+            others.append((add_job(session, other, job.post_processor_id), other))
     pairs = [(job, item), *others]
     start = threading.Barrier(len(pairs))
     errors = []

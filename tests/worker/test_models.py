@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import skimage
+import soundfile
 from PIL import Image
 
 from tests.builders import (
     item_path,
+    m4a,
     make_dataset,
     make_item,
     make_post_processor,
@@ -25,6 +27,7 @@ from tests.builders import (
 
 pytestmark = pytest.mark.usefixtures("worker")
 SAMPLES = Path(skimage.__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def dataset_for(client, post_processor, **fields):
@@ -150,3 +153,24 @@ def test_two_voices_get_two_speakers(client):
         "SPEAKER_2",
     ]
     assert item["text"].startswith("SPEAKER_1: ")
+
+
+def test_a_doc_upload_is_read_into_the_item_text(client):
+    dataset = dataset_for(client, {"name": "text"}, content_type="documents")
+
+    job, item = run(client, dataset, (DATA / "quarterly_report.doc").read_bytes(), "report.doc")
+
+    assert item["text"].startswith("Quarterly report\nRevenue grew 12% as planned.\n")
+    assert "Café, naïve, € 5, Ελληνικά, 日本語" in item["text"]
+    assert json.loads(job["result"])["paragraphs"] == 7
+
+
+def test_an_m4a_upload_is_transcribed(client, tmp_path):
+    samples, rate = soundfile.read(DATA / "two_cities_16k.wav", dtype="float32")
+    reading = m4a(tmp_path / "reading.m4a", samples, rate)
+    dataset = dataset_for(client, {"name": "transcript", "model_type": "stt"})
+
+    job, item = run(client, dataset, reading.read_bytes(), "reading.m4a")
+
+    assert item["text"].startswith("it was the best of times it was the worst of times")
+    assert json.loads(job["result"])["duration"] == pytest.approx(12.9, abs=0.1)

@@ -41,6 +41,16 @@ def run(model: DocumentText, media_type: str, content: bytes, tmp_path: Path) ->
     return model.run(item, file, CONFIG)
 
 
+def uploaded_without_ocr(
+    model: DocumentText, media_type: str, content: bytes, tmp_path: Path, monkeypatch: Any
+) -> Any:
+    """The output for a file that upload detects as `media_type`, read with
+    OCR turned off: only text layers and documents' own text can come out."""
+    assert detect(content[:8192]).media_type == media_type
+    monkeypatch.setattr(model, "read_lines", no_ocr)
+    return run(model, media_type, content, tmp_path)
+
+
 def words_image(words: str) -> Image.Image:
     image = Image.new("RGB", (900, 200), "white")
     ImageDraw.Draw(image).text((20, 60), words, fill="black", font=ImageFont.load_default(size=64))
@@ -77,11 +87,9 @@ def without_spaces(text: str) -> str:
 
 
 def test_a_pdf_with_a_text_layer_is_read_from_it_without_ocr(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(model, "read_lines", no_ocr)
     content = pdf("Invoice 4711 for Acme Corporation\nTotal due: 1,250.00 EUR")
-    assert detect(content[:8192]).media_type == PDF
 
-    output = run(model, PDF, content, tmp_path)
+    output = uploaded_without_ocr(model, PDF, content, tmp_path, monkeypatch)
 
     assert output.text == "Invoice 4711 for Acme Corporation\nTotal due: 1,250.00 EUR"
     assert output.raw == {
@@ -238,11 +246,7 @@ def docx(body: str = BODY, part: str = "document.xml") -> bytes:
 
 
 def test_a_docx_gives_the_text_of_its_paragraphs_and_tables(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(model, "read_lines", no_ocr)
-    content = docx()
-    assert detect(content[:8192]).media_type == DOCX
-
-    output = run(model, DOCX, content, tmp_path)
+    output = uploaded_without_ocr(model, DOCX, docx(), tmp_path, monkeypatch)
 
     assert output.text == (
         "Quarterly report\n"
@@ -326,11 +330,9 @@ WORD_DOC = DATA / "olefile_test.doc"
 def test_a_doc_gives_the_text_of_its_paragraphs_tables_and_field_results(
     model, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(model, "read_lines", no_ocr)
     content = LIBREOFFICE_DOC.read_bytes()
-    assert detect(content[:8192]).media_type == DOC
 
-    output = run(model, DOC, content, tmp_path)
+    output = uploaded_without_ocr(model, DOC, content, tmp_path, monkeypatch)
 
     assert output.text == (
         "Quarterly report\n"

@@ -12,6 +12,7 @@ from shared.inference.base import ItemInput, PermanentError, PostProcessorConfig
 from shared.inference.diarization import SpeakerDiarization
 from shared.inference.files import audio
 from shared.inference.speech import PocketSphinx
+from tests.builders import m4a
 
 DATA = Path(__file__).parents[2] / "data"
 # A person reading the opening of A Tale of Two Cities (tests/data/README.md).
@@ -215,22 +216,6 @@ def test_takes_a_streamed_wav_whose_header_does_not_know_its_length(tmp_path, de
 
 
 # --- m4a ---------------------------------------------------------------------
-
-
-def m4a(path, samples, rate, bit_rate=64_000, faststart=False):
-    """Encode float32 `samples` (1-D mono, or frames x channels) as AAC in
-    an m4a file, as iTunes and phones write it (brand "M4A ")."""
-    planar = numpy.ascontiguousarray(numpy.atleast_2d(samples.T), dtype="float32")
-    layout = "mono" if planar.shape[0] == 1 else "stereo"
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", format="ipod", options=options) as container:
-        stream = container.add_stream("aac", rate=rate, layout=layout)
-        stream.bit_rate = bit_rate
-        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
-        frame.sample_rate = rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            container.mux(packet)
-    return path
 
 
 def m4a_item():
