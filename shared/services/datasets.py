@@ -19,6 +19,7 @@ from shared.services.scope import (
     get_dataset,
     get_version,
     paged,
+    reloaded,
 )
 
 Row = TypeVar("Row", DatasetSplit, Label)
@@ -57,12 +58,9 @@ def create_dataset(session: Session, user_id: uuid.UUID, body: DatasetCreate) ->
 
 def load_dataset(session: Session, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Dataset:
     get_dataset(session, user_id, dataset_id)
-    session.expire_all()
-    return session.scalars(
-        select(Dataset)
-        .where(Dataset.id == dataset_id)
-        .options(selectinload(Dataset.versions).options(*_VERSION_LOAD))
-    ).one()
+    return reloaded(
+        session, Dataset, dataset_id, selectinload(Dataset.versions).options(*_VERSION_LOAD)
+    )
 
 
 def update_dataset(
@@ -116,10 +114,7 @@ def load_version(
     session: Session, user_id: uuid.UUID, dataset_id: uuid.UUID, version_id: uuid.UUID
 ) -> DatasetVersion:
     get_version(session, user_id, dataset_id, version_id)
-    session.expire_all()
-    return session.scalars(
-        select(DatasetVersion).where(DatasetVersion.id == version_id).options(*_VERSION_LOAD)
-    ).one()
+    return reloaded(session, DatasetVersion, version_id, *_VERSION_LOAD)
 
 
 def update_version(

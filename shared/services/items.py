@@ -21,7 +21,7 @@ from shared.models import (
 )
 from shared.schemas import ItemCreate, JobCounts, SplitRef
 from shared.services import files, jobs
-from shared.services.scope import Page, get_item, get_version, paged
+from shared.services.scope import Page, get_item, get_version, paged, reloaded
 from shared.storage import StagedFile
 
 _ITEM_LOAD = (selectinload(DatasetItem.splits), selectinload(DatasetItem.annotations))
@@ -86,10 +86,7 @@ def load_item(
     item_id: uuid.UUID,
 ) -> DatasetItem:
     get_item(session, user_id, dataset_id, version_id, item_id)
-    session.expire_all()
-    return session.scalars(
-        select(DatasetItem).where(DatasetItem.id == item_id).options(*_ITEM_LOAD)
-    ).one()
+    return reloaded(session, DatasetItem, item_id, *_ITEM_LOAD)
 
 
 def create_item(

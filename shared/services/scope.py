@@ -34,6 +34,14 @@ def apply_changes(row: Any, changes: dict[str, Any]) -> None:
         setattr(row, name, value)
 
 
+def reloaded(session: Session, model: type[Row], row_id: uuid.UUID, *load: Any) -> Row:
+    """The row read afresh, with its relations as `load` says (in one go):
+    what this session changed shows, and nothing is loaded row by row."""
+    session.expire_all()
+    key = model.id  # type: ignore[attr-defined]  # every table's primary key
+    return session.scalars(select(model).where(key == row_id).options(*load)).one()
+
+
 def get_dataset(session: Session, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None or dataset.user_id != user_id:
