@@ -135,7 +135,12 @@ def _answers(url: str) -> bool:
 
 
 def _port_taken(host: str, port: int) -> bool:
-    with socket.socket() as probe:
+    """Whether something listens on the port. Bound as uvicorn binds, with
+    SO_REUSEADDR: the connections a stopped server leaves in TIME-WAIT (a
+    browser's keep-alive ones, for a minute) do not stop it serving again."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
