@@ -16,12 +16,25 @@ here imports the worker.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 from celery import Celery
 
+from shared.schemas import ModelType
 from shared.settings import Settings, get_settings
+
+MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
+
+
+def queue_for(model_type: str, settings: Settings | None = None) -> str:
+    """The queue of a model type's jobs, so that an operator can run heavy
+    models on machines of their own (`itemflow worker --queues stt`)."""
+    return f"{(settings or get_settings()).queue_name}.{model_type}"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -55,6 +68,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         folder = settings.broker_folder
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        for model_type in MODEL_TYPES:
+            _bind_once(folder / "control", queue_for(model_type, settings))
         config["broker_transport_options"].update(
             {
                 "data_folder_in": str(folder / "queue"),
@@ -70,6 +85,26 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.worker_concurrency:
         config["worker_concurrency"] = settings.worker_concurrency
     return config
+
+
+def _bind_once(control: Path, queue: str) -> None:
+    """Write the filesystem transport's binding of a job queue to its
+    exchange, whole, if no process has yet. kombu creates the file empty and
+    then locks it, and a process starting at that moment reads it empty and
+    fails to send (JSONDecodeError); a file that already holds the binding
+    is only read."""
+    target = control / f"{queue}.exchange"
+    if target.exists():
+        return
+    with tempfile.NamedTemporaryFile("w", dir=control, suffix=".tmp", delete=False) as staged:
+        # As kombu writes it: (routing key, pattern, queue).
+        staged.write(json.dumps([[queue, "", queue]]))
+    try:
+        os.link(staged.name, target)  # fails if another process was first
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(staged.name)
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

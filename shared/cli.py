@@ -208,7 +208,7 @@ def run_worker(name: str = "celery@%h", model_types: str = "") -> int:
     # Load the models' classes now, so that a broken or duplicate plugin
     # stops the worker at start-up instead of failing its first job.
     get_registry()
-    from shared.queue import MODEL_TYPES, queue_for
+    from shared.broker import MODEL_TYPES, queue_for
 
     wanted = [part.strip() for part in model_types.split(",") if part.strip()] or MODEL_TYPES
     unknown = sorted(set(wanted) - set(MODEL_TYPES))

@@ -9,15 +9,18 @@ so that an operator can run heavy models on machines of their own with
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
+import threading
+import time
 from dataclasses import asdict, dataclass
-from typing import get_args
 
-from shared.broker import celery_app
-from shared.schemas import ModelType
-from shared.settings import Settings, get_settings
+from shared.broker import celery_app, queue_for
+from shared.settings import get_settings
 
+log = logging.getLogger(__name__)
 TASK_NAME = "itemflow.run_post_processor"
-MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,6 @@ class JobMessage:
     # Not needed to run the job: carried so that Flower shows them.
     post_processor: str
     model_type: str
-
-
-def queue_for(model_type: str, settings: Settings | None = None) -> str:
-    return f"{(settings or get_settings()).queue_name}.{model_type}"
 
 
 def send(message: JobMessage, countdown: float = 0) -> None:
@@ -44,3 +43,76 @@ def send(message: JobMessage, countdown: float = 0) -> None:
         time_limit=hard,
         ignore_result=True,
     )
+
+
+def send_soon(message: JobMessage, countdown: float = 0) -> None:
+    """Send the message; when the broker refuses it, keep trying from a
+    thread of this process, so that the job does not wait for the reaper's
+    sweep of quiet pending jobs (the last resort, should this process end)."""
+    due = time.monotonic() + countdown
+    try:
+        send(message, countdown)
+    except Exception:
+        log.exception("event=job.send_failed job_id=%s; trying again", message.job_id)
+        _resender().add(message, due)
+
+
+class Resender:
+    """Messages whose send failed, tried again after 0.5 s, then twice as
+    long each time up to 30 s, until they go through. Each keeps its due
+    time: a back-off still ends when it would have."""
+
+    FIRST_WAIT = 0.5
+    LONGEST_WAIT = 30.0
+    # Past this many, the broker is down for long: the reaper's sweep will
+    # send the rest, and this process keeps its memory.
+    MOST_WAITING = 10_000
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[float, int, float, float, JobMessage]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, message: JobMessage, due: float, wait: float = FIRST_WAIT) -> None:
+        with self._changed:
+            if len(self._waiting) >= self.MOST_WAITING:
+                log.error("event=job.send_dropped job_id=%s; the reaper sends it", message.job_id)
+                return
+            entry = (time.monotonic() + wait, next(self._order), wait, due, message)
+            heapq.heappush(self._waiting, entry)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="resend", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def waiting(self) -> int:
+        with self._changed:
+            return len(self._waiting)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._waiting or self._waiting[0][0] > time.monotonic():
+                    timeout = self._waiting[0][0] - time.monotonic() if self._waiting else None
+                    self._changed.wait(timeout)
+                _at, _order, wait, due, message = heapq.heappop(self._waiting)
+            try:
+                send(message, max(0.0, due - time.monotonic()))
+            except Exception as error:
+                log.warning("event=job.send_failed job_id=%s error=%r", message.job_id, error)
+                self.add(message, due, min(wait * 2, self.LONGEST_WAIT))
+            else:
+                log.info("event=job.sent_again job_id=%s", message.job_id)
+
+
+_resender_lock = threading.Lock()
+_the_resender: Resender | None = None
+
+
+def _resender() -> Resender:
+    global _the_resender
+    with _resender_lock:
+        if _the_resender is None:
+            _the_resender = Resender()
+        return _the_resender

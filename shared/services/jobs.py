@@ -108,7 +108,7 @@ def _send_after_commit(
         post_processor=post_processor_name,
         model_type=model_type,
     )
-    after_commit(session, lambda: queue.send(message, countdown))
+    after_commit(session, lambda: queue.send_soon(message, countdown))
 
 
 # --- the worker's side ------------------------------------------------------

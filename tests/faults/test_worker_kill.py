@@ -241,8 +241,8 @@ def test_sigterm_puts_back_a_job_still_running_after_the_grace_period(api, worke
 
 
 def test_the_same_message_delivered_three_times_at_once_runs_once(api, workers):
-    from shared.broker import make_celery
-    from shared.queue import TASK_NAME, queue_for
+    from shared.broker import make_celery, queue_for
+    from shared.queue import TASK_NAME
     from shared.settings import Settings
 
     workers("g1"), workers("g2")

@@ -1,10 +1,10 @@
 """The broker's configuration and the app that sends job messages."""
 
+import json
 import subprocess
 import sys
 
-from shared.broker import celery_app, celery_config
-from shared.queue import MODEL_TYPES, queue_for
+from shared.broker import MODEL_TYPES, celery_app, celery_config, make_celery, queue_for
 from shared.settings import Settings
 from tests.fixtures import ROOT
 
@@ -61,3 +61,24 @@ def test_sending_needs_nothing_of_the_worker_and_importing_builds_nothing(tmp_pa
 def test_a_worker_without_its_broker_stops_its_runs():
     """Their messages go to other workers; their leases bring the jobs back."""
     assert celery_app().conf.worker_cancel_long_running_tasks_on_connection_loss is True
+
+
+def test_the_embedded_broker_binds_each_job_queue_whole_before_anything_sends(tmp_path):
+    """kombu's filesystem transport creates an exchange's file empty, then
+    locks it and writes the binding: a process sending at that moment read
+    the file empty and failed. Written whole beforehand, it is only read."""
+    settings = Settings(var_dir=tmp_path, queue_name="fresh")
+    celery_config(settings)
+    control = tmp_path / "broker" / "control"
+    files = {path.name: json.loads(path.read_text()) for path in control.iterdir()}
+    assert files == {
+        f"fresh.{model_type}.exchange": [[f"fresh.{model_type}", "", f"fresh.{model_type}"]]
+        for model_type in MODEL_TYPES
+    }
+
+    app = make_celery(settings)
+    app.send_task("itemflow.run_post_processor", kwargs={}, queue="fresh.ocr")
+    celery_config(settings)  # another process starting
+
+    assert json.loads((control / "fresh.ocr.exchange").read_text()) == files["fresh.ocr.exchange"]
+    assert len(list((tmp_path / "broker" / "queue").iterdir())) == 1
