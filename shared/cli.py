@@ -248,6 +248,7 @@ def run_flower() -> int:
 def run_reaper() -> int:
     """Sweep for stranded jobs every REAPER_INTERVAL_SECONDS until stopped."""
     import threading
+    from dataclasses import astuple
 
     from shared.db import session_scope
     from shared.services.reaper import sweep
@@ -261,7 +262,7 @@ def run_reaper() -> int:
         try:
             with session_scope() as session:
                 swept = sweep(session)
-            if swept.taken_back or swept.failed or swept.resent:
+            if any(astuple(swept)):
                 log.info("reaper: %s", swept)
         except Exception:
             # The database or broker may be down; try again next round.

@@ -330,6 +330,18 @@ class OnnxModel(Timestamped, Base):
     input_height: Mapped[int] = mapped_column(Integer)
 
 
+class FileRemoval(Base):
+    """A stored file whose rows are gone, to be deleted from storage. Written
+    in the transaction that drops the rows, deleted once the file is: a
+    removal that fails, or a process that dies before it, is done by the
+    reaper later, so no file is orphaned for good."""
+
+    __tablename__ = "file_removals"
+
+    file_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 def as_dict(row: Any) -> dict[str, Any]:
     """The column values of a row, by attribute name."""
     return {column.key: getattr(row, column.key) for column in row.__mapper__.column_attrs}

@@ -3,7 +3,8 @@
 Two ways a job can be stranded: its worker died mid-run (the job stays
 `processing`, and its lease is no longer renewed), or its message never
 reached the broker (the broker was down at commit time, so the job stays
-`pending`). A periodic sweep finds both.
+`pending`). A periodic sweep finds both, and deletes the stored files whose
+removal after a commit failed or never ran.
 Every change is a guarded UPDATE and a resent message is harmless (the claim
 takes a job once), so any number of reapers may run at once.
 """
@@ -20,11 +21,13 @@ from sqlalchemy.orm import Session
 
 from shared.db import database_now
 from shared.models import JobStatus, PostProcessor, PostProcessorJob
+from shared.services import files
 from shared.services.jobs import abandon_attempt, enqueue_after_commit
 from shared.settings import get_settings
 
 log = logging.getLogger("itemflow.reaper")
 BATCH = 500
+REMOVAL_GRACE = timedelta(minutes=1)
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Swept:
     taken_back: int = 0
     failed: int = 0
     resent: int = 0
+    files_removed: int = 0
 
 
 def sweep(session: Session, now: datetime | None = None) -> Swept:
@@ -92,6 +96,9 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
             log.warning("event=job.resent job_id=%s item_id=%s", job.id, job.dataset_item_id)
             swept.resent += 1
             enqueue_after_commit(session, job, post_processor_name, model_type)
+
+    # Removals the committing process has had a minute to do itself.
+    swept.files_removed = files.remove_left_over(session, now - REMOVAL_GRACE)
     return swept
 
 
