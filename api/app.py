@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
@@ -18,8 +21,17 @@ from api.routes import (
     system,
     version_parts,
 )
+from shared.storage import report_unavailable
 
 log = logging.getLogger("itemflow.api")
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    # One line in the log if the files cannot be reached; the API serves on
+    # (and /readyz says it is not ready), as through a database outage.
+    await anyio.to_thread.run_sync(report_unavailable, log)
+    yield
 
 
 def create_app() -> Starlette:
@@ -36,6 +48,7 @@ def create_app() -> Starlette:
     return Starlette(
         routes=[*system.routes, Mount("/api/v1", routes=api_routes)],
         exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
     )
 
 

@@ -21,6 +21,7 @@ from shared.errors import (
     PayloadTooLarge,
     PreconditionFailed,
     ServiceUnavailable,
+    StorageUnavailable,
     TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
@@ -42,6 +43,8 @@ STATUSES: dict[type[AppError], int] = {
     ValidationFailed: 422,
     TooManyRequests: 429,
     ServiceUnavailable: 503,
+    # Answered by `unavailable` below, which keeps its reason in the log.
+    StorageUnavailable: 503,
 }
 # RFC 9110's names, where Python's table still has older ones.
 TITLES = {422: "Unprocessable Content"}
@@ -92,7 +95,7 @@ async def http_error(request: Request, error: Exception) -> Response:
 
 
 async def unavailable(request: Request, error: Exception) -> Response:
-    # The database or broker is down or unreachable: say so, and keep the
+    # The database, broker or storage is down or unreachable: say so, and keep the
     # driver's message (which may name hosts and SQL) in the log only.
     log.error("service unavailable on %s %s: %s", request.method, request.url.path, error)
     response = problem(503, ServiceUnavailable().detail)
@@ -113,5 +116,7 @@ EXCEPTION_HANDLERS = {
     InterfaceError: unavailable,
     PoolTimeout: unavailable,
     BrokerError: unavailable,
+    # Its reason names the bucket or the endpoint: for the log only.
+    StorageUnavailable: unavailable,
     Exception: internal_error,
 }

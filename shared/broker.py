@@ -10,6 +10,12 @@ twice is harmless: the claim in the database lets only one run count, and a
 job whose worker died is taken back by the reaper once the claim's lease,
 which the running task renews, has run out.
 
+On RabbitMQ the job queues are quorum queues (replicated, durable), every
+publish waits for the broker's confirm, and a delayed message (a retry's
+back-off) waits in RabbitMQ itself, in Celery's "native delayed delivery"
+queues, not in a worker's memory: a worker that dies or restarts during a
+back-off loses nothing, and a waiting message holds no worker's prefetch.
+
 The worker runs this same app with its tasks added (worker/app.py); nothing
 here imports the worker.
 """
@@ -17,18 +23,27 @@ here imports the worker.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import tempfile
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, get_args
 
 from celery import Celery
+from celery.signals import worker_init
+from kombu.transport.native_delayed_delivery import (
+    bind_queue_to_native_delayed_delivery_exchange,
+    declare_native_delayed_delivery_exchanges_and_queues,
+)
 
 from shared.schemas import ModelType
 from shared.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
+TASK_NAME = "itemflow.run_post_processor"
 
 
 def queue_for(model_type: str, settings: Settings | None = None) -> str:
@@ -60,10 +75,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # A job message goes to its model type's queue however it is sent,
+        # also when Celery sends it again itself (a retry while the database
+        # is down), which would otherwise follow the default queue's route.
+        "task_routes": (partial(route_job_message, settings=settings),),
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_seconds,
         },
     }
+    if settings.is_rabbitmq_broker:
+        config.update(rabbitmq_config())
     if settings.is_embedded_broker:
         folder = settings.broker_folder
         for sub in ("queue", "processed", "control"):
@@ -85,6 +106,91 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.worker_concurrency:
         config["worker_concurrency"] = settings.worker_concurrency
     return config
+
+
+def rabbitmq_config() -> dict[str, Any]:
+    """Quorum queues, as Celery's RabbitMQ guide has them."""
+    return {
+        # Every queue Celery declares, on send and on consume: the default
+        # queue and the job queues, made when first named (`queue_for`).
+        "task_default_queue_type": "quorum",
+        "task_create_missing_queue_type": "quorum",
+        # Native delayed delivery routes a delayed message back to its queue
+        # through a topic exchange; on a direct one, Celery would hand the
+        # message to a worker that holds it until its time.
+        "task_default_exchange_type": "topic",
+        "task_create_missing_queue_exchange_type": "topic",
+        "broker_native_delayed_delivery_queue_type": "quorum",
+        # Quorum queues have no global QoS: each consumer gets its own
+        # prefetch (worker_prefetch_multiplier x concurrency, still 1 each).
+        "worker_detect_quorum_queues": True,
+        # A send returns once RabbitMQ has the message (publisher confirms),
+        # so a refused or lost publish raises and is sent again
+        # (shared/queue.py). The visibility timeout is Redis's alone: RabbitMQ
+        # redelivers when the consumer's connection goes.
+        "broker_transport_options": {"confirm_publish": True},
+    }
+
+
+def route_job_message(
+    name: str,
+    args: Any,
+    kwargs: dict[str, Any] | None,
+    options: Any,
+    settings: Settings | None = None,
+    **_: Any,
+) -> dict[str, Any] | None:
+    """Celery's router: a queue named in the send still wins."""
+    if name == TASK_NAME and kwargs and kwargs.get("model_type") in MODEL_TYPES:
+        return {"queue": queue_for(kwargs["model_type"], settings)}
+    return None
+
+
+def countdown_for(queue: str, seconds: float) -> float | None:
+    """The countdown to send a message to `queue` with, to wait `seconds`.
+
+    RabbitMQ delays by whole seconds (Celery truncates, and refuses less
+    than one): rounded up, so that a back-off never ends early. The delay
+    queues and the queue's binding are declared here too, once per process,
+    so that the first sender need not wait for a worker to declare them."""
+    if seconds <= 0:
+        return None
+    if not get_settings().is_rabbitmq_broker:
+        return seconds
+    _declare_delayed_delivery(queue)
+    return float(math.ceil(seconds))
+
+
+@lru_cache
+def _declare_delayed_delivery(queue: str) -> None:
+    """What Celery's worker declares as it starts (its DelayedDelivery
+    step), for one queue, declared as Celery declares it on a send."""
+    app = celery_app()
+    job_queue = app.amqp.queues[queue]
+    with app.connection_for_write() as connection:
+        declare_native_delayed_delivery_exchanges_and_queues(
+            connection, app.conf.broker_native_delayed_delivery_queue_type
+        )
+        job_queue.bind(connection.default_channel).declare()
+        bind_queue_to_native_delayed_delivery_exchange(connection, job_queue)
+
+
+def _declare_the_default_queue(sender: Any = None, **_: Any) -> None:
+    """A worker starting on RabbitMQ binds every queue its app knows to the
+    delayed delivery exchange, the default queue too, which no worker
+    consumes and so no worker declares: the bind would fail, and Celery
+    report native delayed delivery unavailable. Declared here, it binds."""
+    app = getattr(sender, "app", None)
+    if app is None or app.conf.task_default_queue_type != "quorum":
+        return
+    try:
+        with app.connection_for_write() as connection:
+            app.amqp.queues[app.conf.task_default_queue](connection.default_channel).declare()
+    except Exception:
+        log.warning("declaring the default queue failed", exc_info=True)
+
+
+worker_init.connect(_declare_the_default_queue, weak=False)
 
 
 def _bind_once(control: Path, queue: str) -> None:

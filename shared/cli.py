@@ -39,6 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     create = user_commands.add_parser("create", help="create a user and print its API key")
     create.add_argument("name")
     add_models_command(commands)
+    storage_commands = commands.add_parser(
+        "storage", help="the storage of uploaded files"
+    ).add_subparsers(dest="storage_command", required=True)
+    copy = storage_commands.add_parser(
+        "copy",
+        help="copy every stored file from STORAGE_URL to another storage, checking each "
+        "one's sha256; run it again to resume",
+    )
+    copy.add_argument("--to", required=True, help="s3://bucket[/prefix] or file:///path")
     commands.add_parser(
         "secrets-key", help="print a new key for SECRETS_KEY (users' stored provider keys)"
     )
@@ -61,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return create_user(args.name)
     if args.command == "models":
         return manage_models(args)
+    if args.command == "storage":
+        return copy_storage(args.to)
     if args.command == "api":
         return run_api()
     if args.command == "worker":
@@ -122,6 +133,47 @@ def add_models_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     model_commands.add_parser("list", help="list the registered models")
     remove = model_commands.add_parser("remove", help="unregister a model and delete its file")
     remove.add_argument("name")
+
+
+def copy_storage(to: str) -> int:
+    from pydantic import ValidationError
+    from tqdm import tqdm
+
+    from shared.db import session_scope
+    from shared.errors import StorageUnavailable
+    from shared.services.storage_copy import copy_files, stored_files
+    from shared.settings import Settings
+    from shared.storage import get_storage, open_storage
+
+    try:
+        target = open_storage(Settings(storage_url=to))
+    except ValidationError as error:
+        print(f"--to: {error.errors()[0]['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    source = get_storage()
+    if target.location == source.location:
+        print(f"--to is where the files are already: {source.location}", file=sys.stderr)
+        return 2
+    with session_scope() as session:
+        files = stored_files(session)
+    print(f"{len(files)} files from {source.location} to {target.location}", file=sys.stderr)
+    try:
+        with tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True) as bar:
+            report = copy_files(files, source, target, bar.update)
+    except StorageUnavailable as error:
+        print(f"stopped: {error.detail}; run it again to resume", file=sys.stderr)
+        return 1
+    print(
+        f"copied {report.copied}, already there {report.skipped}, "
+        f"missing from the source {len(report.missing)}, "
+        f"not matching their sha256 {len(report.mismatched)}",
+        file=sys.stderr,
+    )
+    for key in report.missing:
+        print(f"missing: {key}", file=sys.stderr)
+    for key in report.mismatched:
+        print(f"sha256 or size differs from the database: {key}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def _input_size(text: str) -> tuple[int, int]:
@@ -203,11 +255,13 @@ def run_worker(name: str = "celery@%h", model_types: str = "") -> int:
     # only fight the other processes for the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from shared.inference.registry import get_registry
+    from shared.storage import report_unavailable
     from worker.app import celery_app
 
     # Load the models' classes now, so that a broken or duplicate plugin
     # stops the worker at start-up instead of failing its first job.
     get_registry()
+    report_unavailable(log)
     from shared.broker import MODEL_TYPES, queue_for
 
     wanted = [part.strip() for part in model_types.split(",") if part.strip()] or MODEL_TYPES
@@ -252,8 +306,10 @@ def run_reaper() -> int:
 
     from shared.db import session_scope
     from shared.services.reaper import sweep
+    from shared.storage import report_unavailable
 
     settings = get_settings()
+    report_unavailable(log)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())

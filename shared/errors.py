@@ -61,3 +61,7 @@ class ServiceUnavailable(AppError):
 
 class BadRequest(AppError):
     """The request could not be understood."""
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The file storage is unreachable or refuses us; try again shortly."""

@@ -16,11 +16,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from shared.broker import celery_app, queue_for
+# TASK_NAME is the broker's (its router knows it) and named here for senders.
+from shared.broker import TASK_NAME as TASK_NAME
+from shared.broker import celery_app, countdown_for, queue_for
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
-TASK_NAME = "itemflow.run_post_processor"
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,12 @@ class JobMessage:
 
 def send(message: JobMessage, countdown: float = 0) -> None:
     soft, hard = get_settings().time_limits_for(message.model_type)
+    queue = queue_for(message.model_type)
     celery_app().send_task(
         TASK_NAME,
         kwargs=asdict(message),
-        queue=queue_for(message.model_type),
-        countdown=countdown or None,
+        queue=queue,
+        countdown=countdown_for(queue, countdown),
         soft_time_limit=soft,
         time_limit=hard,
         ignore_result=True,

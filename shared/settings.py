@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +31,15 @@ class Settings(BaseSettings):
     database_url: str = ""
     broker_url: str = ""
     storage_dir: Path | None = None
+    # Where item files live: file:///absolute/path, or s3://bucket[/prefix]
+    # for S3 and S3-compatible object stores. Unset: STORAGE_DIR, or
+    # var/files. S3 credentials come only from boto3's own chain (the AWS_*
+    # variables, a profile, an instance role), never from these settings.
+    storage_url: str = ""
+    # For S3-compatible servers (SeaweedFS, MinIO, R2, ...); unset is AWS.
+    s3_endpoint_url: str = ""
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_region: str = ""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -113,6 +125,42 @@ class Settings(BaseSettings):
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url_is_a_place(cls, value: str) -> str:
+        if not value:
+            return value
+        # No credentials in it (they come from boto3's chain), no query: a
+        # URL that cannot be read exactly as written is refused.
+        parts = urlsplit(value)
+        if parts.scheme == "file" and not parts.netloc and parts.path.startswith("/"):
+            if parts.query or parts.fragment:
+                raise ValueError(_STORAGE_URL_FORMS)
+            return "file://" + parts.path.rstrip("/")
+        if parts.scheme == "s3":
+            if "@" in parts.netloc or ":" in parts.netloc or parts.query or parts.fragment:
+                raise ValueError(_STORAGE_URL_FORMS)
+            if not _BUCKET_NAME.fullmatch(parts.netloc):
+                raise ValueError(
+                    "STORAGE_URL: the bucket name must be 3 to 63 lowercase letters, digits, "
+                    "dots or hyphens, starting and ending with a letter or digit"
+                )
+            prefix = parts.path.strip("/")
+            if "//" in prefix:
+                raise ValueError("STORAGE_URL: the prefix has an empty path segment")
+            return f"s3://{parts.netloc}/{prefix}" if prefix else f"s3://{parts.netloc}"
+        raise ValueError(_STORAGE_URL_FORMS)
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError("S3_ENDPOINT_URL must be an http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("S3_ENDPOINT_URL must not hold credentials")
         return value
 
     def time_limits_for(self, model_type: str) -> tuple[int, int]:
@@ -216,7 +264,21 @@ class Settings(BaseSettings):
 
     @property
     def files_dir(self) -> Path:
+        """The local files directory (not used when STORAGE_URL is s3://)."""
+        if self.storage_url.startswith("file://"):
+            return Path(self.storage_url.removeprefix("file://") or "/")
         return (self.storage_dir or self.var_dir / "files").resolve()
+
+    @property
+    def is_s3_storage(self) -> bool:
+        return self.storage_url.startswith("s3://")
+
+    @property
+    def s3_bucket_and_prefix(self) -> tuple[str, str]:
+        """The bucket and the key prefix ("" or ending in "/") of an
+        s3:// STORAGE_URL."""
+        bucket, _, prefix = self.storage_url.removeprefix("s3://").partition("/")
+        return bucket, prefix + "/" if prefix else ""
 
     @property
     def is_sqlite(self) -> bool:
@@ -225,6 +287,24 @@ class Settings(BaseSettings):
     @property
     def is_embedded_broker(self) -> bool:
         return self.effective_broker_url.startswith("filesystem://")
+
+    @property
+    def is_rabbitmq_broker(self) -> bool:
+        return self.effective_broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+    @model_validator(mode="after")
+    def _queue_name_is_a_routing_word(self) -> Settings:
+        # On RabbitMQ the queues hang off topic exchanges (shared/broker.py),
+        # where "." separates the words of a routing key and "*" and "#" are
+        # wildcards: such a name could route one installation's delayed
+        # messages into another's queue.
+        if self.is_rabbitmq_broker and any(sign in self.queue_name for sign in ".*#"):
+            raise ValueError("QUEUE_NAME: on RabbitMQ it may not hold '.', '*' or '#'")
+        return self
+
+
+_STORAGE_URL_FORMS = "STORAGE_URL must be file:///absolute/path or s3://bucket[/prefix]"
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def split_keys(value: SecretStr) -> list[str]:

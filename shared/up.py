@@ -12,6 +12,7 @@ import time
 
 from shared.migrate import upgrade_database
 from shared.settings import Settings, get_settings
+from shared.storage import get_storage
 
 log = logging.getLogger("itemflow")
 LOCAL_USER = "local"
@@ -117,7 +118,7 @@ def _banner(settings: Settings, key: str) -> str:
         f"  Flower   http://{settings.flower_host}:{settings.flower_port}\n"
         f"  database {_redact(settings.effective_database_url)}\n"
         f"  broker   {_redact(settings.effective_broker_url)}\n"
-        f"  files    {settings.files_dir}\n"
+        f"  files    {get_storage().location}\n"
         f"  API key  {key}   (user '{LOCAL_USER}')\n\n"
         f'  try: curl -H "Authorization: Bearer {key}" {api_url}/datasets\n'
         "Press Ctrl-C to stop.\n"

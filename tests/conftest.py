@@ -2,9 +2,11 @@
 real Celery worker process, and a fresh user for every test.
 
 The backend is chosen by ITEMFLOW_TEST_BACKEND (set by `make test`):
-"services" uses the local PostgreSQL and Redis, "embedded" uses SQLite and
-the filesystem broker in a temporary directory. Settings are read from the
-environment, so it is set here before any itemflow module is imported.
+"services" uses the local PostgreSQL and Redis (or the RabbitMQ that
+TEST_BROKER_URL names, amqp://..., on a virtual host of the run's own),
+"embedded" uses SQLite and the filesystem broker in a temporary directory.
+Settings are read from the environment, so it is set here before any
+itemflow module is imported.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from tests import rabbitmq
+
 BACKEND = os.environ.get("ITEMFLOW_TEST_BACKEND", "embedded")
 VAR_DIR = Path(tempfile.mkdtemp(prefix="itemflow-test-"))
 STATE_DIR = VAR_DIR / "plugin-state"
@@ -20,9 +24,12 @@ STATE_DIR.mkdir()
 ADMIN_DATABASE_URL = os.environ.get(
     "TEST_ADMIN_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-# Per run, so that two runs on one machine never share a database or queue.
-RUN_ID = f"{os.getpid()}"
+# Per run, so that two runs never share a database, queue or virtual host:
+# the process id tells apart the runs on one machine, the random part those
+# of machines (or containers) that share the services.
+RUN_ID = f"{os.getpid()}_{os.urandom(3).hex()}"
 TEST_DATABASE = f"itemflow_test_{RUN_ID}"
+OWN_VHOST = f"itemflow-test-{RUN_ID}"
 
 os.environ.update(
     {
@@ -57,17 +64,27 @@ for variable in (
 if BACKEND == "services":
     os.environ["DATABASE_URL"] = ADMIN_DATABASE_URL.rsplit("/", 1)[0] + "/" + TEST_DATABASE
     os.environ["BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+    if rabbitmq.is_rabbitmq(os.environ["BROKER_URL"]):
+        os.environ["BROKER_URL"] = rabbitmq.own_vhost(os.environ["BROKER_URL"], OWN_VHOST)
 else:
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("BROKER_URL", None)
 
 pytest_plugins = ["tests.fixtures"]
+BROKER = "RabbitMQ" if rabbitmq.is_rabbitmq(os.environ.get("BROKER_URL", "")) else "Redis"
+
+
+def pytest_unconfigure() -> None:
+    """The run's RabbitMQ virtual host goes with everything in it (on
+    Redis, the database fixture deletes the run's keys)."""
+    if BACKEND == "services" and OWN_VHOST in os.environ.get("BROKER_URL", ""):
+        rabbitmq.delete_vhost(OWN_VHOST)
 
 
 def pytest_report_header() -> str:
     if BACKEND == "services":
         return (
             f"itemflow backend: PostgreSQL ({os.environ['DATABASE_URL']}) "
-            f"and Redis ({os.environ['BROKER_URL']})"
+            f"and {BROKER} ({os.environ['BROKER_URL']})"
         )
     return f"itemflow backend: embedded (SQLite and filesystem broker in {VAR_DIR})"

@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 from shared.provider_config import BUILT_IN
 from tests.builders import make_dataset, make_item
 from tests.conftest import ADMIN_DATABASE_URL, BACKEND, RUN_ID, TEST_DATABASE, VAR_DIR
+from tests.s3 import s3_credentials, s3_prefix, s3_server  # noqa: F401 (fixtures)
 from tests.shared.inference.fake_llm_server import FakeProvider, Reply, openai_answer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,8 @@ def _delete_redis_keys() -> None:
     pile up in the test Redis database run after run."""
     import redis
 
+    if not os.environ["BROKER_URL"].startswith("redis"):
+        return  # RabbitMQ: the run's virtual host goes whole (tests/conftest.py)
     client = redis.Redis.from_url(os.environ["BROKER_URL"])
     prefix = os.environ["QUEUE_NAME"]
     # The prefix followed by "." or "-": not another run's longer pid.

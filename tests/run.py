@@ -1,12 +1,15 @@
-"""`make test`: the whole suite on PostgreSQL + Redis when they answer, then
-the API suite once more on the embedded default (SQLite + filesystem
-broker). Without PostgreSQL and Redis, everything runs embedded and says so.
+"""`make test`: the whole suite on PostgreSQL + Redis when they answer, the
+worker, end-to-end and broker fault tests once more on PostgreSQL +
+RabbitMQ when it answers too, then the API suite on the embedded default
+(SQLite + filesystem broker). Without PostgreSQL and Redis, everything runs
+embedded and says so.
 
 The fault tests mostly wait (for leases to run out, workers to stop,
 servers to restart), so they run beside the rest, as a pytest run of their
-own; each run has its own database, queues and files. Their output is
-printed whole as each ends. With arguments (`make test ARGS=...` or
-`python -m tests.run -k ...`), everything runs in one pytest run, as asked.
+own, and so does the RabbitMQ run; each run has its own database, queues
+(on RabbitMQ, a virtual host) and files. Their output is printed whole as
+each ends. With arguments (`make test ARGS=...` or `python -m tests.run -k
+...`), everything runs in one pytest run, as asked.
 """
 
 from __future__ import annotations
@@ -17,12 +20,37 @@ import socket
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 
+
+@dataclass(frozen=True)
+class Run:
+    title: str
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 SPLIT = (
-    ("the suite but the fault tests", ["tests", "--ignore=tests/faults"]),
-    ("the fault tests", ["tests/faults"]),
+    Run("the suite but the fault tests", ["tests", "--ignore=tests/faults"]),
+    Run("the fault tests", ["tests/faults"]),
+)
+# What meets the broker: the workers, the whole system, and the fault tests
+# of lost workers, lost messages and the messages a worker sends again while
+# the database is down (the Redis restart is Redis's own).
+ON_RABBITMQ = Run(
+    "the worker, end-to-end and broker fault tests on RabbitMQ",
+    [
+        "tests/worker",
+        "tests/e2e",
+        "tests/faults/test_worker_kill.py",
+        "tests/faults/test_lost_messages.py",
+        "tests/faults/test_postgres_outage.py",
+    ],
+    {"TEST_BROKER_URL": RABBITMQ_URL},
 )
 SERVICES = {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)}
+RABBITMQ = ("127.0.0.1", 5672)
 
 
 def reachable(address: tuple[str, int]) -> bool:
@@ -39,30 +67,32 @@ def pytest(backend: str, *args: str) -> int:
     return subprocess.call([sys.executable, "-m", "pytest", *args], env=env)
 
 
-def side_by_side(backend: str, *runs: tuple[str, list[str]]) -> int:
+def side_by_side(backend: str, *runs: Run) -> int:
     """Several pytest runs at once; each one's output printed when it ends."""
-    env = {**os.environ, "ITEMFLOW_TEST_BACKEND": backend}
     failed = 0
     with contextlib.ExitStack() as stack:
         started = []
-        for title, args in runs:
+        for run in runs:
+            env = {**os.environ, "ITEMFLOW_TEST_BACKEND": backend, **run.env}
             log = stack.enter_context(tempfile.TemporaryFile())
             # A cache of its own each: the last run to end would otherwise
             # overwrite the other's record of what failed (`--lf`).
-            cache = f"cache_dir=.pytest_cache/{title.replace(' ', '-')}"
-            command = [sys.executable, "-m", "pytest", "-o", cache, *args]
+            cache = f"cache_dir=.pytest_cache/{run.title.replace(' ', '-')}"
+            command = [sys.executable, "-m", "pytest", "-o", cache, *run.args]
             process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-            started.append((title, log, process))
-        for title, log, process in started:
+            started.append((run, log, process))
+        for run, log, process in started:
             failed |= process.wait()
-            print(f"\n=== {title} on {describe(backend)} ===", flush=True)
+            print(f"\n=== {run.title} on {describe(backend, run.env)} ===", flush=True)
             log.seek(0)
             sys.stdout.buffer.write(log.read())
             sys.stdout.flush()
     return failed
 
 
-def describe(backend: str) -> str:
+def describe(backend: str, env: dict[str, str] | None = None) -> str:
+    if backend == "services" and env and "TEST_BROKER_URL" in env:
+        return "PostgreSQL (127.0.0.1:5432) and RabbitMQ (127.0.0.1:5672)"
     if backend == "services":
         return "PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379)"
     return "the embedded default: SQLite and Celery's filesystem broker"
@@ -70,9 +100,10 @@ def describe(backend: str) -> str:
 
 def main() -> int:
     extra = sys.argv[1:]
+    required = os.environ.get("ITEMFLOW_TEST_REQUIRE_SERVICES")
     missing = [name for name, address in SERVICES.items() if not reachable(address)]
     if missing:
-        if os.environ.get("ITEMFLOW_TEST_REQUIRE_SERVICES"):
+        if required:
             print(f"{' and '.join(missing)} not reachable, and this run requires them.")
             return 1
         print(f"{' and '.join(missing)} not reachable: running everything embedded.")
@@ -82,7 +113,15 @@ def main() -> int:
     if extra:
         failed = pytest("services", *extra)
         return failed | pytest("embedded", "tests/api", *extra)
-    failed = side_by_side("services", *SPLIT)
+    runs = SPLIT
+    if reachable(RABBITMQ):
+        runs = (*SPLIT, ON_RABBITMQ)
+    elif required:
+        print("RabbitMQ not reachable on 127.0.0.1:5672, and this run requires it.")
+        return 1
+    else:
+        print("RabbitMQ not reachable on 127.0.0.1:5672: its run is left out.")
+    failed = side_by_side("services", *runs)
     return failed | pytest("embedded", "tests/api")
 
 

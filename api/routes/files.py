@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
+import anyio
 from PIL import Image, ImageOps
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -94,7 +95,9 @@ async def upload(request: Request) -> Response:
 
         data = await run_in_threadpool(attach)
     except BaseException:
-        storage.delete(staged.key)
+        # Shielded: a request cut off here must still not leave the file.
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(storage.delete, staged.key)
         raise
     return json_response(data)
 
@@ -119,8 +122,8 @@ async def download(request: Request) -> Response:
     }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
-    storage = get_storage()
-    stream = storage.open(stored.key)
+    # In a thread: on an object store, opening is a request.
+    stream = await run_in_threadpool(get_storage().open, stored.key)
     return StreamingResponse(
         _read_chunks(stream),
         media_type=stored.media_type,

@@ -14,6 +14,8 @@ from api.http import Context, Declaration, declare, endpoint
 from api.problems import problem
 from shared.broker import celery_app
 from shared.db import get_engine
+from shared.errors import StorageUnavailable
+from shared.storage import get_storage
 
 
 @declare(Declaration(public="The process is up"))
@@ -21,11 +23,12 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-@declare(Declaration(public="The database and broker answer", errors=(503,)))
+@declare(Declaration(public="The database, broker and file storage answer", errors=(503,)))
 async def readyz(request: Request) -> Response:
     checks = {
         "database": await run_in_threadpool(_database_ok),
         "broker": await run_in_threadpool(_broker_ok),
+        "storage": await run_in_threadpool(_storage_ok),
     }
     if all(checks.values()):
         return JSONResponse({"status": "ok", **_words(checks)})
@@ -51,6 +54,15 @@ def _broker_ok() -> bool:
         with celery_app().connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
     except Exception:
+        return False
+    return True
+
+
+def _storage_ok() -> bool:
+    try:
+        get_storage().check()
+    except StorageUnavailable:
+        # The reason was logged at start-up, and is with every 503 it causes.
         return False
     return True
 

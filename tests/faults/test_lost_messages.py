@@ -42,7 +42,16 @@ ENV = {
     "PRELOAD_MODELS": "false",
 }
 ENV.update(own_broker("lost"))
-DEAD_BROKER = "redis://127.0.0.1:1/0"
+
+
+def broker_at(port: int) -> str:
+    """A broker URL of the run's kind (RabbitMQ or Redis) at a port of ours."""
+    if os.environ.get("BROKER_URL", "").startswith("amqp://"):
+        return f"amqp://guest:guest@127.0.0.1:{port}//"
+    return f"redis://127.0.0.1:{port}/0"
+
+
+DEAD_BROKER = broker_at(1)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +103,7 @@ def silent_broker() -> Iterator[tuple[str, list[socket.socket]]]:
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0", accepted
+    yield broker_at(server.getsockname()[1]), accepted
     done.set()
     thread.join(timeout=5)
     server.close()

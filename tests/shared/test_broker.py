@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from shared.broker import MODEL_TYPES, celery_app, celery_config, make_celery, queue_for
 from shared.settings import Settings
 from tests.fixtures import ROOT
@@ -67,7 +69,8 @@ def test_the_embedded_broker_binds_each_job_queue_whole_before_anything_sends(tm
     """kombu's filesystem transport creates an exchange's file empty, then
     locks it and writes the binding: a process sending at that moment read
     the file empty and failed. Written whole beforehand, it is only read."""
-    settings = Settings(var_dir=tmp_path, queue_name="fresh")
+    # The embedded broker, also on a run whose BROKER_URL names another.
+    settings = Settings(var_dir=tmp_path, queue_name="fresh", broker_url="")
     celery_config(settings)
     control = tmp_path / "broker" / "control"
     files = {path.name: json.loads(path.read_text()) for path in control.iterdir()}
@@ -82,3 +85,48 @@ def test_the_embedded_broker_binds_each_job_queue_whole_before_anything_sends(tm
 
     assert json.loads((control / "fresh.ocr.exchange").read_text()) == files["fresh.ocr.exchange"]
     assert len(list((tmp_path / "broker" / "queue").iterdir())) == 1
+
+
+RABBITMQ = "amqp://guest:guest@rabbitmq-host:5672//"
+
+
+def test_rabbitmq_gets_quorum_queues_and_publisher_confirms(tmp_path):
+    config = celery_config(Settings(var_dir=tmp_path, broker_url=RABBITMQ))
+    assert config["task_default_queue_type"] == "quorum"
+    assert config["task_create_missing_queue_type"] == "quorum"
+    assert config["worker_detect_quorum_queues"] is True
+    # Redis's visibility timeout means nothing to RabbitMQ.
+    assert config["broker_transport_options"] == {"confirm_publish": True}
+    assert config["task_acks_late"] is True
+    assert config["worker_prefetch_multiplier"] == 1
+
+
+def test_on_rabbitmq_every_queue_is_declared_durable_quorum_on_a_topic_exchange(tmp_path):
+    """As the API declares a job queue on sending and a worker on consuming
+    (`--queues`), and the default queue; a topic exchange, so that native
+    delayed delivery can route a back-off's message back to its queue."""
+    settings = Settings(var_dir=tmp_path, broker_url=RABBITMQ, queue_name="site")
+    queues = make_celery(settings).amqp.queues
+    for name in ["site", *(queue_for(model_type, settings) for model_type in MODEL_TYPES)]:
+        queue = queues[name]
+        assert queue.queue_arguments == {"x-queue-type": "quorum"}, name
+        assert queue.durable and not queue.auto_delete, name
+        assert queue.exchange.type == "topic", name
+
+
+def test_a_job_message_goes_to_its_model_types_queue_also_when_celery_resends_it(tmp_path):
+    """Celery's own retry (the database down) names no queue: routed, it
+    goes to the model type's queue, not the default one."""
+    settings = Settings(var_dir=tmp_path, broker_url=RABBITMQ, queue_name="site")
+    router = make_celery(settings).amqp.router
+    message = {"job_id": "j", "item_id": "i", "post_processor": "p", "model_type": "ocr"}
+    assert router.route({}, "itemflow.run_post_processor", (), message)["queue"].name == "site.ocr"
+    named = router.route({"queue": "site.llm"}, "itemflow.run_post_processor", (), message)
+    assert named["queue"].name == "site.llm"
+
+
+def test_on_rabbitmq_a_queue_name_must_be_one_routing_word(tmp_path):
+    for name in ("site.eu", "site*", "site#"):
+        with pytest.raises(ValueError, match="QUEUE_NAME"):
+            Settings(var_dir=tmp_path, broker_url=RABBITMQ, queue_name=name)
+    Settings(var_dir=tmp_path, broker_url="redis://host:6379/0", queue_name="site.eu")

@@ -144,3 +144,29 @@ def test_input_sizes_are_width_by_height_or_one_number():
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["models", "add", "m", "--onnx", "x", "--labels", "y", "--input-size", "big"])
     assert exit_info.value.code == 2
+
+
+def test_a_model_registered_on_s3_is_kept_in_and_read_from_the_bucket(
+    tmp_path, s3_server, s3_prefix
+):
+    from shared.inference.base import PermanentError
+    from shared.inference.registered_onnx import ModelSpec, _read_model_file
+
+    name = unique_name("on-s3")
+    onnx_file = channel_mean_classifier(tmp_path / "m.onnx")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for variable, value in s3_server.settings(s3_prefix).items():
+                patch.setenv(variable, value)
+            get_settings.cache_clear()
+
+            assert register(name, onnx_file, labels_file(tmp_path / "l.txt", COLOURS)) == 0
+            spec = ModelSpec.from_row(stored(name))
+            assert s3_server.objects(s3_prefix) == {s3_prefix + spec.file_key}
+            assert _read_model_file(spec) == onnx_file.read_bytes()
+
+            s3_server.client().delete_object(Bucket=s3_server.bucket, Key=s3_prefix + spec.file_key)
+            with pytest.raises(PermanentError, match="missing from storage"):
+                _read_model_file(spec)
+    finally:
+        get_settings.cache_clear()

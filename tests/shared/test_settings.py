@@ -95,3 +95,67 @@ def test_a_settings_error_never_shows_a_secret() -> None:
         Settings(providers=json.dumps(pasted))
     assert "api_key_env" in str(raised.value) and "base_url" in str(raised.value)
     assert "SECRET" not in str(raised.value) and "hunter2" not in str(raised.value)
+
+
+def test_storage_url_names_a_directory_or_a_bucket(tmp_path):
+    assert Settings(var_dir=tmp_path).files_dir == tmp_path / "files"
+    assert Settings(storage_dir=tmp_path / "kept").files_dir == tmp_path / "kept"
+    local = Settings(storage_url=f"file://{tmp_path}/elsewhere/", storage_dir=tmp_path / "kept")
+    assert (local.files_dir, local.is_s3_storage) == (tmp_path / "elsewhere", False)
+    bucket = Settings(storage_url="s3://my-bucket")
+    assert (bucket.is_s3_storage, bucket.s3_bucket_and_prefix) == (True, ("my-bucket", ""))
+    nested = Settings(storage_url="s3://my.bucket/item/files/")
+    assert nested.s3_bucket_and_prefix == ("my.bucket", "item/files/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/var/files",
+        "file://relative/path",
+        "files",
+        "s3://",
+        "s3://Upper",
+        "s3://ab",
+        "s3://key:secret@bucket",
+        "s3://bucket/a//b",
+        "s3://bucket?region=x",
+        "gs://bucket",
+    ],
+)
+def test_a_bad_storage_url_is_refused_at_start(url):
+    with pytest.raises(ValidationError, match="STORAGE_URL") as refused:
+        Settings(storage_url=url)
+    # Named, never echoed: it could hold a secret.
+    assert "secret" not in str(refused.value)
+
+
+def test_s3_settings_are_checked():
+    with pytest.raises(ValidationError, match="S3_ENDPOINT_URL"):
+        Settings(s3_endpoint_url="127.0.0.1:8333")
+    with pytest.raises(ValidationError, match="s3_addressing_style"):
+        Settings(s3_addressing_style="sideways")
+    assert Settings(s3_endpoint_url="http://127.0.0.1:8333").s3_addressing_style == "auto"
+
+
+def test_get_storage_follows_the_settings(monkeypatch, tmp_path):
+    from shared.settings import get_settings
+    from shared.storage import get_storage
+    from shared.storage.local import LocalStorage
+    from shared.storage.s3 import S3Storage
+
+    monkeypatch.setenv("STORAGE_URL", "s3://some-bucket/files")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("S3_REGION", "us-east-1")
+    get_settings.cache_clear()
+    try:
+        storage = get_storage()
+        assert isinstance(storage, S3Storage)
+        assert (storage.bucket, storage.prefix) == ("some-bucket", "files/")
+        assert get_storage() is storage, "one client per process"
+        monkeypatch.setenv("STORAGE_URL", f"file://{tmp_path}")
+        get_settings.cache_clear()
+        local = get_storage()
+        assert isinstance(local, LocalStorage) and local.root == tmp_path
+    finally:
+        get_settings.cache_clear()
