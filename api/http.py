@@ -243,6 +243,11 @@ def endpoint(
     return wrap
 
 
+def _named_after(service: Callable[..., Any], handler: Handler) -> Handler:
+    handler.__name__ = getattr(service, "func", service).__name__  # a partial has none
+    return handler
+
+
 def row_endpoint(
     answer: type[BaseModel],
     service: Callable[..., Any],
@@ -257,8 +262,7 @@ def row_endpoint(
         given = {"body": c.body} if body else {}
         return public(answer, service(c.session, user_id=c.user_id, **c.ids, **given))
 
-    handler.__name__ = getattr(service, "func", service).__name__  # a partial has none
-    return endpoint(answer, body=body, status=status)(handler)
+    return endpoint(answer, body=body, status=status)(_named_after(service, handler))
 
 
 def page_endpoint(answer: type[BaseModel], service: Callable[..., Any]) -> Endpoint:
@@ -269,8 +273,7 @@ def page_endpoint(answer: type[BaseModel], service: Callable[..., Any]) -> Endpo
         rows, total = service(c.session, user_id=c.user_id, **c.ids, page=c.page)
         return Listing(public_list(answer, rows), total)
 
-    handler.__name__ = getattr(service, "func", service).__name__  # a partial has none
-    return endpoint(answer)(handler)
+    return endpoint(answer)(_named_after(service, handler))
 
 
 @dataclass(frozen=True)

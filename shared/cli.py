@@ -141,7 +141,7 @@ def copy_storage(to: str) -> int:
 
     from shared.db import session_scope
     from shared.errors import StorageUnavailable
-    from shared.services.storage_copy import copy_files, stored_files
+    from shared.services.storage_copy import copy_files, same_place, stored_files
     from shared.settings import Settings
     from shared.storage import get_storage, open_storage
 
@@ -151,7 +151,7 @@ def copy_storage(to: str) -> int:
         print(f"--to: {error.errors()[0]['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
     source = get_storage()
-    if target.location == source.location:
+    if same_place(source, target):
         print(f"--to is where the files are already: {source.location}", file=sys.stderr)
         return 2
     with session_scope() as session:
@@ -305,7 +305,7 @@ def run_reaper() -> int:
     from dataclasses import astuple
 
     from shared.db import session_scope
-    from shared.services.reaper import sweep
+    from shared.services.reaper import remove_left_over_files, sweep
     from shared.storage import report_unavailable
 
     settings = get_settings()
@@ -320,6 +320,8 @@ def run_reaper() -> int:
                 swept = sweep(session)
             if any(astuple(swept)):
                 log.info("reaper: %s", swept)
+            if removed := remove_left_over_files():
+                log.info("reaper: %d files removed", removed)
         except Exception:
             # The database or broker may be down; try again next round.
             log.exception("reaper sweep failed")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -110,6 +111,17 @@ class Resender:
 
 _resender_lock = threading.Lock()
 _the_resender: Resender | None = None
+
+
+def _forget_the_parents_resender() -> None:
+    # A forked child (a Celery pool process) must not send the parent's
+    # waiting messages again, nor wait on a lock the parent held.
+    global _the_resender, _resender_lock
+    _the_resender = None
+    _resender_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_resender)
 
 
 def _resender() -> Resender:

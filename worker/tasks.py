@@ -39,9 +39,16 @@ def run_post_processor(
 def prepare_process(**_: object) -> None:
     """In each worker process as it starts: drop database connections
     inherited through fork (two processes must never share one), and load
-    the models now rather than in the first job (OCR takes seconds)."""
+    the models now rather than in the first job (OCR takes seconds), and
+    remove the job files that killed processes left in the temp dir."""
     get_engine().dispose(close=False)
-    if get_settings().preload_models:
+    settings = get_settings()
+    if settings.is_s3_storage:
+        from shared.storage.s3 import remove_stale_downloads
+
+        # This process may replace one killed mid-job, whose file is left.
+        remove_stale_downloads(settings.longest_time_limit + 60)
+    if settings.preload_models:
         try:
             get_registry().warm_up()
         except Exception:

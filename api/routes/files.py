@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import AsyncIterator
-from typing import BinaryIO
+from pathlib import Path
 
 import anyio
 from PIL import Image, ImageOps
@@ -31,12 +30,12 @@ from api.multipart import FilePart
 from api.routes.items import ITEM
 from shared import filekinds
 from shared.db import session_scope
-from shared.errors import PayloadTooLarge, UnsupportedMediaType
+from shared.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 from shared.schemas import ItemPublic
-from shared.services import items
+from shared.services import files, items
 from shared.services.scope import get_item
 from shared.settings import get_settings
-from shared.storage import get_storage
+from shared.storage import get_storage, read_chunks
 
 THUMBNAIL_SIZE = 256
 # Decoding happens in the API process: refuse images whose pixels alone
@@ -45,6 +44,7 @@ THUMBNAIL_MAX_PIXELS = 32_000_000
 # Room for the multipart boundaries and part headers around the file.
 MULTIPART_OVERHEAD = 64 * 1024
 CHUNK = 64 * 1024
+MISSING = "The item's file is missing from storage."
 
 
 def _ids(request: Request) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
@@ -97,7 +97,7 @@ async def upload(request: Request) -> Response:
     except BaseException:
         # Shielded: a request cut off here must still not leave the file.
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(storage.delete, staged.key)
+            await run_in_threadpool(files.remove_now_or_later, staged.key)
         raise
     return json_response(data)
 
@@ -123,18 +123,16 @@ async def download(request: Request) -> Response:
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
     # In a thread: on an object store, opening is a request.
-    stream = await run_in_threadpool(get_storage().open, stored.key)
+    try:
+        stream = await run_in_threadpool(get_storage().open, stored.key)
+    except FileNotFoundError:
+        raise NotFound(MISSING) from None
     return StreamingResponse(
-        _read_chunks(stream),
+        read_chunks(stream, CHUNK),
         media_type=stored.media_type,
         headers=headers,
         background=BackgroundTask(stream.close),
     )
-
-
-async def _read_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
-    while chunk := await run_in_threadpool(stream.read, CHUNK):
-        yield chunk
 
 
 async def _thumbnail(request: Request, stored: items.StoredFile) -> Response:
@@ -143,35 +141,10 @@ async def _thumbnail(request: Request, stored: items.StoredFile) -> Response:
         return Response(status_code=304, headers={"ETag": etag})
 
     def render() -> bytes:
-        try:
-            with get_storage().local_path(stored.key) as path, Image.open(path) as image:
-                if image.width * image.height > THUMBNAIL_MAX_PIXELS:
-                    raise UnsupportedMediaType(
-                        f"The image is too large for a thumbnail ({image.width}x{image.height})."
-                    )
-                # JPEG can decode straight at a fraction of its size.
-                image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-                # Upright, as browsers show the original (and as the models'
-                # boxes are given).
-                upright = ImageOps.exif_transpose(image)
-                upright.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-                out = io.BytesIO()
-                upright.convert("RGB").save(out, "JPEG", quality=85)
-                return out.getvalue()
-        # Pillow only warns about an image between MAX_IMAGE_PIXELS and twice
-        # that; where warnings are errors (`python -W error`, the test suite)
-        # the warning is raised from Image.open, before the check above, and
-        # must end as a 415 like the error past twice the limit, not a 500.
-        except (
-            OSError,
-            SyntaxError,
-            ValueError,
-            Image.DecompressionBombError,
-            Image.DecompressionBombWarning,
-        ) as error:
-            raise UnsupportedMediaType(
-                f"No thumbnail can be made of this image: {error}"
-            ) from error
+        with get_storage().local_path(stored.key) as path:
+            if not path.exists():
+                raise NotFound(MISSING)
+            return _render_thumbnail(path)
 
     body = await run_in_threadpool(render)
     stem = stored.name.rsplit(".", 1)[0]
@@ -193,3 +166,35 @@ routes = [
     Route(ITEM + "/upload", upload, methods=["POST"]),
     Route(ITEM + "/download", download, methods=["GET"]),
 ]
+
+
+def _render_thumbnail(path: Path) -> bytes:
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > THUMBNAIL_MAX_PIXELS:
+                raise UnsupportedMediaType(
+                    f"The image is too large for a thumbnail ({image.width}x{image.height})."
+                )
+            # JPEG can decode straight at a fraction of its size.
+            image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            # Upright, as browsers show the original (and as the models'
+            # boxes are given).
+            upright = ImageOps.exif_transpose(image)
+            upright.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            out = io.BytesIO()
+            upright.convert("RGB").save(out, "JPEG", quality=85)
+            return out.getvalue()
+    # Pillow only warns about an image between MAX_IMAGE_PIXELS and twice
+    # that; where warnings are errors (`python -W error`, the test suite) the
+    # warning is raised from Image.open, before the check above, and must end
+    # as a 415 like the error past twice the limit, not a 500.
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:
+        # Pillow's messages may name the file's local path: not echoed.
+        reason = str(error).replace(str(path), "the file")
+        raise UnsupportedMediaType(f"No thumbnail can be made of this image: {reason}") from error

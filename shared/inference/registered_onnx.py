@@ -48,6 +48,7 @@ from shared.inference.base import (
     PostProcessorConfig,
     PostProcessorModel,
     Prediction,
+    TransientError,
 )
 from shared.inference.files.images import open_upright
 
@@ -230,8 +231,12 @@ def _read_model_file(spec: ModelSpec) -> bytes:
         with get_storage().local_path(spec.file_key) as path:
             model_bytes = path.read_bytes()
     except FileNotFoundError as error:
-        raise PermanentError(
-            f"The file of the registered model {spec.name!r} is missing from storage."
+        # Transient: a model replaced (`models add --replace`) after this job
+        # was claimed loses its old file; the next attempt's claim reads the
+        # new one. A file gone for good fails the job once attempts run out.
+        raise TransientError(
+            f"The file of the registered model {spec.name!r} is missing from storage "
+            "(replaced or removed since the job was claimed?)."
         ) from error
     if hashlib.sha256(model_bytes).hexdigest() != spec.sha256:
         raise PermanentError(

@@ -235,5 +235,6 @@ def delete_child(
 
 
 def _forget_files(session: Session, condition: Any) -> None:
-    keys = session.scalars(select(DatasetItem.file_key).where(condition)).all()
+    # Locked: an upload committing meanwhile would leave its new file out.
+    keys = session.scalars(select(DatasetItem.file_key).where(condition).with_for_update()).all()
     files.delete_after_commit(session, [key for key in keys if key])

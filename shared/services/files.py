@@ -1,23 +1,29 @@
 """Stored files whose rows are gone: deleted once the transaction that
 dropped the rows has committed, and never lost on the way. The removal is
-recorded in that transaction (`file_removals`); after the commit the file
-is deleted and the record with it. What fails there, or never runs because
-the process died, the reaper finishes (`remove_left_over`)."""
+recorded in that transaction (`file_removals`); after the commit a thread
+of this process deletes the files and the records. What fails there, or
+never runs because the process died, the reaper finishes
+(`remove_left_over`). No database transaction is open while a file is
+deleted: a slow or unreachable object store holds no lock."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from shared.db import after_commit, session_scope
-from shared.models import FileRemoval
+from shared.models import FileRemoval, utcnow
 from shared.storage import get_storage
 
 log = logging.getLogger(__name__)
+# Keys per statement, far below any database's limit on bound parameters.
 BATCH = 500
 
 
@@ -26,41 +32,89 @@ def delete_after_commit(session: Session, keys: Iterable[str]) -> None:
     keys = sorted(set(keys))
     if not keys:
         return
-    session.add_all(FileRemoval(file_key=key) for key in keys)
-    after_commit(session, lambda: _remove(keys))
+    for start in range(0, len(keys), BATCH):
+        record(session, keys[start : start + BATCH])
+    after_commit(session, lambda: _in_background(keys))
 
 
-def remove_left_over(session: Session, requested_before: datetime) -> int:
+def record(session: Session, keys: Sequence[str]) -> None:
+    """Record removals in the session's transaction; one already recorded
+    (two transactions dropping rows of the same file) is kept as it is."""
+    rows = [{"file_key": key, "requested_at": utcnow()} for key in keys]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(FileRemoval).values(rows).on_conflict_do_nothing())
+
+
+def remove_now_or_later(key: str) -> None:
+    """Delete a stored file that no row points at (an upload refused after
+    it was staged); if the storage refuses, record it for the reaper rather
+    than hide the caller's own error behind this one."""
+    try:
+        get_storage().delete(key)
+    except Exception as error:
+        log.warning("event=file.removal_failed key=%s error=%r; the reaper retries", key, error)
+        with session_scope() as session:
+            record(session, [key])
+
+
+def remove_left_over(requested_before: datetime) -> int:
     """Delete the files whose removal was asked for before `requested_before`
-    and is not done: how many were deleted."""
-    keys = session.scalars(
-        select(FileRemoval.file_key)
-        .where(FileRemoval.requested_at < requested_before)
-        .order_by(FileRemoval.requested_at)
-        .limit(BATCH)
-    ).all()
-    removed = _delete_files(keys)
-    if removed:
-        session.execute(delete(FileRemoval).where(FileRemoval.file_key.in_(removed)))
+    and is not done: how many were deleted. Stops at the first that fails
+    (the storage is likely down), sending it to the back of the line, so
+    that one file that cannot be deleted never holds up the others."""
+    with session_scope() as session:
+        keys = session.scalars(
+            select(FileRemoval.file_key)
+            .where(FileRemoval.requested_at < requested_before)
+            .order_by(FileRemoval.requested_at)
+            .limit(BATCH)
+        ).all()
+    removed, failed = _delete_files(keys, stop_at_failure=True)
+    with session_scope() as session:
+        _forget(session, removed)
+        if failed is not None:
+            session.execute(
+                update(FileRemoval)
+                .where(FileRemoval.file_key == failed)
+                .values(requested_at=utcnow())
+            )
     return len(removed)
 
 
+def _in_background(keys: list[str]) -> None:
+    # Not in the request (or task) that committed: deleting a dataset's
+    # thousands of objects must not hold up its answer, nor its connection.
+    threading.Thread(target=_remove, args=(keys,), name="file-removal", daemon=True).start()
+
+
 def _remove(keys: list[str]) -> None:
-    removed = _delete_files(keys)
-    if removed:
+    try:
+        removed, _failed = _delete_files(keys, stop_at_failure=False)
         with session_scope() as session:
-            session.execute(delete(FileRemoval).where(FileRemoval.file_key.in_(removed)))
+            _forget(session, removed)
+    except Exception:
+        log.exception("event=file.removal_failed; the reaper retries")
 
 
-def _delete_files(keys: Iterable[str]) -> list[str]:
-    """Delete each file; the keys of those that are gone now."""
+def _forget(session: Session, keys: Sequence[str]) -> None:
+    for start in range(0, len(keys), BATCH):
+        chunk = keys[start : start + BATCH]
+        session.execute(delete(FileRemoval).where(FileRemoval.file_key.in_(chunk)))
+
+
+def _delete_files(keys: Iterable[str], stop_at_failure: bool) -> tuple[list[str], str | None]:
+    """Delete each file: the keys of those that are gone now, and the one
+    that failed if `stop_at_failure` stopped there."""
     storage = get_storage()
-    removed = []
+    removed: list[str] = []
     for key in keys:
         try:
             storage.delete(key)
         except Exception as error:
             log.warning("event=file.removal_failed key=%s error=%r; the reaper retries", key, error)
+            if stop_at_failure:
+                return removed, key
         else:
             removed.append(key)
-    return removed
+    return removed, None

@@ -252,6 +252,9 @@ def delete_item(
     """Delete an item reached through one of its splits, with its file,
     annotations and jobs. Messages still queued for its jobs find no job
     and are dropped by the worker."""
+    # Locked, as an upload locks it: a new file attached meanwhile would be
+    # left out of the removal.
+    get_item(session, user_id, dataset_id, version_id, item_id, for_update=True)
     item = load_item(session, user_id, dataset_id, version_id, item_id)
     if split_id not in {split.id for split in item.splits}:
         raise NotFound("Item not found in this split.")

@@ -11,9 +11,9 @@ per label).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from shared.inference.registered_onnx import (
 from shared.inference.registry import get_registry
 from shared.models import OnnxModel, PostProcessor
 from shared.services.files import delete_after_commit
-from shared.storage import get_storage
+from shared.storage import get_storage, read_chunks
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # protobuf refuses single-file models past 2 GiB anyway.
@@ -165,7 +165,7 @@ def add_model(
     if row is not None and not replace:
         raise Conflict(f"A model named {name!r} is already registered (--replace replaces it).")
     storage = get_storage()
-    staged = asyncio.run(storage.stage(_chunks(model_bytes), MAX_MODEL_BYTES))
+    staged = asyncio.run(storage.stage(read_chunks(io.BytesIO(model_bytes)), MAX_MODEL_BYTES))
     if row is None:
         row = OnnxModel(name=name)
         session.add(row)
@@ -229,8 +229,3 @@ def remove_model(session: Session, name: str) -> int:
 def _fixed(dim: Any) -> int | None:
     """A dimension's size, or None when it is symbolic (dynamic)."""
     return dim if isinstance(dim, int) and dim > 0 else None
-
-
-async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start : start + size]

@@ -3,8 +3,8 @@
 Two ways a job can be stranded: its worker died mid-run (the job stays
 `processing`, and its lease is no longer renewed), or its message never
 reached the broker (the broker was down at commit time, so the job stays
-`pending`). A periodic sweep finds both, and deletes the stored files whose
-removal after a commit failed or never ran.
+`pending`). A periodic sweep finds both; beside it, the reaper deletes the
+stored files whose removal after a commit failed or never ran.
 Every change is a guarded UPDATE and a resent message is harmless (the claim
 takes a job once), so any number of reapers may run at once.
 """
@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import database_now
-from shared.models import JobStatus, PostProcessor, PostProcessorJob
+from shared.models import JobStatus, PostProcessor, PostProcessorJob, utcnow
 from shared.services import files
 from shared.services.jobs import abandon_attempt, enqueue_after_commit
 from shared.settings import get_settings
@@ -35,7 +35,6 @@ class Swept:
     taken_back: int = 0
     failed: int = 0
     resent: int = 0
-    files_removed: int = 0
 
 
 def sweep(session: Session, now: datetime | None = None) -> Swept:
@@ -96,10 +95,13 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
             log.warning("event=job.resent job_id=%s item_id=%s", job.id, job.dataset_item_id)
             swept.resent += 1
             enqueue_after_commit(session, job, post_processor_name, model_type)
-
-    # Removals the committing process has had a minute to do itself.
-    swept.files_removed = files.remove_left_over(session, now - REMOVAL_GRACE)
     return swept
+
+
+def remove_left_over_files() -> int:
+    """Delete the files whose removal the committing process has had a
+    minute to do itself; in transactions of their own, not the sweep's."""
+    return files.remove_left_over(utcnow() - REMOVAL_GRACE)
 
 
 def _jobs(session: Session, *conditions: Any) -> list[tuple[PostProcessorJob, str, str]]:

@@ -7,16 +7,18 @@ resumes where it stopped. Nothing is deleted from the source."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.errors import PayloadTooLarge
 from shared.models import DatasetItem, OnnxModel
-from shared.storage import Storage
+from shared.storage import Storage, read_chunks
+from shared.storage.local import LocalStorage
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -61,7 +63,7 @@ def copy_files(
     report = CopyReport()
     for file in files:
         there = target.size(file.key)
-        if there == file.size:
+        if there == file.size and (not file.sha256 or _sha256(target, file.key) == file.sha256):
             report.skipped += 1
         else:
             if there is not None:  # a copy cut short before
@@ -69,6 +71,26 @@ def copy_files(
             _copy_one(file, source, target, report)
         progress(file.size)
     return report
+
+
+def same_place(source: Storage, target: Storage) -> bool:
+    """Whether both name the same files (a copy onto itself would delete
+    the source's files it finds not matching their rows)."""
+    if isinstance(source, LocalStorage) and isinstance(target, LocalStorage):
+        if source.root.exists() and target.root.exists():
+            return os.path.samefile(source.root, target.root)
+        return source.root.resolve() == target.root.resolve()
+    return source.location == target.location
+
+
+def _sha256(storage: Storage, key: str) -> str:
+    """The stored file's sha256, read back whole: a file already there is
+    skipped only when it is the one the row records."""
+    digest = hashlib.sha256()
+    with storage.open(key) as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _copy_one(file: StoredFile, source: Storage, target: Storage, report: CopyReport) -> None:
@@ -79,7 +101,7 @@ def _copy_one(file: StoredFile, source: Storage, target: Storage, report: CopyRe
         return
     try:
         with stream:
-            staged = asyncio.run(target.stage(_chunks(stream), file.size, key=file.key))
+            staged = asyncio.run(target.stage(read_chunks(stream), file.size, key=file.key))
     except PayloadTooLarge:  # larger than the row says: the stage kept nothing
         report.mismatched.append(file.key)
         return
@@ -88,13 +110,3 @@ def _copy_one(file: StoredFile, source: Storage, target: Storage, report: CopyRe
         report.mismatched.append(file.key)
     else:
         report.copied += 1
-
-
-async def _chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
-    for chunk in _read(stream):
-        yield chunk
-
-
-def _read(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK_BYTES):
-        yield chunk

@@ -66,6 +66,15 @@ class Storage(Protocol):
         ...
 
 
+async def read_chunks(stream: BinaryIO, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """A file's bytes as chunks for `stage` or a streamed answer, each read
+    in a thread: on an object store, reading is a request."""
+    import anyio.to_thread
+
+    while chunk := await anyio.to_thread.run_sync(stream.read, size):
+        yield chunk
+
+
 def get_storage() -> Storage:
     """The storage the settings name, one per process (an S3 client and its
     connection pool are made once, and never shared with a forked child)."""
@@ -133,5 +142,6 @@ __all__ = [
     "StorageUnavailable",
     "get_storage",
     "open_storage",
+    "read_chunks",
     "report_unavailable",
 ]

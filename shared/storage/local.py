@@ -37,8 +37,10 @@ class LocalStorage:
         digest = hashlib.sha256()
         size = 0
         head = b""
+        # Before the try: a file already there is another's, and not removed.
+        out = open(path, "xb")  # noqa: SIM115 - closed by the with below
         try:
-            with open(path, "xb") as out:
+            with out:
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > limit:

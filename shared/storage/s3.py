@@ -8,9 +8,11 @@ boto3 calls block, so `stage` runs each of them in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 # the last), so that at most one part is held in memory; a smaller file is
 # one put_object.
 PART_BYTES = 8 * 1024 * 1024
+# A job's file fetched for its model, in the temp dir while the job runs.
+DOWNLOAD_PREFIX = "itemflow-download-"
 Result = TypeVar("Result")
 
 
@@ -193,7 +197,7 @@ class S3Storage:
     def local_path(self, key: str) -> Iterator[Path]:
         """Download the object to a temporary file, removed after the block;
         a missing object gives a path that does not exist, as on disk."""
-        with tempfile.NamedTemporaryFile(prefix="itemflow-", delete=False) as out:
+        with tempfile.NamedTemporaryFile(prefix=DOWNLOAD_PREFIX, delete=False) as out:
             path = Path(out.name)
             try:
                 self._client.download_fileobj(self.bucket, self._object(key), out)
@@ -260,3 +264,17 @@ class S3Storage:
             return StorageUnavailable(f"S3 answered {status} {code}")
         where = self.endpoint_url or "AWS"
         return StorageUnavailable(f"cannot reach S3 at {where}: {error}")
+
+
+def remove_stale_downloads(older_than_seconds: float) -> int:
+    """Remove job files left in the temp dir by processes that were killed
+    (a hard time limit, SIGKILL) before they could: any older than a job can
+    run. How many were removed."""
+    removed = 0
+    deadline = time.time() - older_than_seconds
+    for path in Path(tempfile.gettempdir()).glob(DOWNLOAD_PREFIX + "*"):
+        with contextlib.suppress(OSError):  # another process was first
+            if path.stat().st_mtime < deadline:
+                path.unlink()
+                removed += 1
+    return removed

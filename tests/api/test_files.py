@@ -6,6 +6,7 @@ import io
 import uuid
 import wave
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -234,3 +235,36 @@ def test_thumbnail_honours_if_none_match(client, dataset, item):
 def test_download_of_an_item_without_a_file_is_404(client, dataset, item):
     problem(client.get(item_path(dataset, item) + "/download"), 404)
     problem(client.get(item_path(dataset, item) + "/download?thumbnail=true"), 404)
+
+
+def stored_path(item: dict) -> Path:
+    """Where the API keeps the item's file on disk."""
+    from shared.db import session_scope
+    from shared.models import DatasetItem
+    from shared.settings import get_settings
+
+    with session_scope() as session:
+        key = session.get_one(DatasetItem, uuid.UUID(item["id"])).file_key
+    return get_settings().files_dir / key
+
+
+def test_a_file_gone_from_storage_is_404_not_500(client, dataset, item):
+    ok(upload(client, dataset, item, image_bytes("PNG"), "gone.png"))
+    stored_path(item).unlink()
+
+    for query in ("", "?thumbnail=true"):
+        answer = problem(client.get(item_path(dataset, item) + "/download" + query), 404)
+        assert answer["detail"] == "The item's file is missing from storage."
+
+
+def test_a_thumbnail_refused_does_not_tell_where_the_file_is(client, dataset, item):
+    ok(upload(client, dataset, item, image_bytes("PNG"), "broken.png"))
+    path = stored_path(item)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not the rest of a png" * 10)
+
+    detail = problem(client.get(item_path(dataset, item) + "/download?thumbnail=true"), 415)[
+        "detail"
+    ]
+
+    assert detail.startswith("No thumbnail can be made of this image")
+    assert str(path.parent) not in detail and path.name not in detail

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import skimage
 
+from shared.storage.s3 import DOWNLOAD_PREFIX
 from tests.builders import item_path, make_dataset, make_item, make_post_processor, ok, upload
 from tests.conftest import BACKEND, RUN_ID, VAR_DIR
 from tests.faults.stack import own_broker, running_api
@@ -95,7 +96,7 @@ def test_a_worker_with_nothing_of_the_apis_disk_completes_an_ocr_job(s3_server: 
         assert text.startswith("Region-based"), text
         # The scan came from the bucket into the worker's own temp dir, and
         # went again when the job was done.
-        assert list((host / "tmp").glob("itemflow-*")) == []
+        assert list((host / "tmp").glob(DOWNLOAD_PREFIX + "*")) == []
         assert not (VAR_DIR / "remote-api" / "files").exists()
     finally:
         stop(worker)

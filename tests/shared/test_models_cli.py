@@ -149,7 +149,7 @@ def test_input_sizes_are_width_by_height_or_one_number():
 def test_a_model_registered_on_s3_is_kept_in_and_read_from_the_bucket(
     tmp_path, s3_server, s3_prefix
 ):
-    from shared.inference.base import PermanentError
+    from shared.inference.base import TransientError
     from shared.inference.registered_onnx import ModelSpec, _read_model_file
 
     name = unique_name("on-s3")
@@ -166,7 +166,8 @@ def test_a_model_registered_on_s3_is_kept_in_and_read_from_the_bucket(
             assert _read_model_file(spec) == onnx_file.read_bytes()
 
             s3_server.client().delete_object(Bucket=s3_server.bucket, Key=s3_prefix + spec.file_key)
-            with pytest.raises(PermanentError, match="missing from storage"):
+            # Transient: a replace after the claim removes the old file.
+            with pytest.raises(TransientError, match="missing from storage"):
                 _read_model_file(spec)
     finally:
         get_settings.cache_clear()

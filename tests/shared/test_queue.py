@@ -4,6 +4,7 @@ this process, not left to the reaper's ten-minute sweep."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -33,7 +34,11 @@ def broker(monkeypatch):
 
     monkeypatch.setattr(queue, "send", send)
     monkeypatch.setattr(queue, "_the_resender", None)
-    return refusals, taken
+    yield refusals, taken
+    # What still waits would go to the real broker once `send` is restored.
+    if queue._the_resender is not None:
+        with queue._the_resender._changed:
+            queue._the_resender._waiting.clear()
 
 
 def test_a_refused_send_goes_through_within_seconds(broker):
@@ -70,3 +75,18 @@ def test_a_send_that_goes_through_is_sent_once(broker):
 
     assert [message for message, _countdown, _at in taken] == [MESSAGE]
     assert queue._the_resender is None  # no thread was needed
+
+
+def test_a_forked_child_does_not_send_its_parents_waiting_messages(broker):
+    refusals, _taken = broker
+    refusals[0] = 1000  # the broker stays down
+    queue.send_soon(MESSAGE)
+    assert queue._resender().waiting() == 1
+
+    child = os.fork()
+    if child == 0:  # the child, as a Celery pool process would be after a fork
+        os._exit(0 if queue._the_resender is None else 1)
+    _pid, status = os.waitpid(child, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert queue._resender().waiting() == 1  # the parent keeps its own

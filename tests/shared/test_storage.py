@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,3 +197,23 @@ def test_an_unreachable_server_is_named(s3_credentials):
     )
     with pytest.raises(StorageUnavailable, match="cannot reach S3 at http://127.0.0.1"):
         storage.check()
+
+
+def test_job_files_left_by_killed_processes_are_removed(tmp_path, monkeypatch):
+    from shared.storage.s3 import DOWNLOAD_PREFIX, remove_stale_downloads
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    stale, fresh, other = (
+        tmp_path / f"{DOWNLOAD_PREFIX}stale",
+        tmp_path / f"{DOWNLOAD_PREFIX}fresh",
+        tmp_path / "someone-elses",
+    )
+    for path in (stale, fresh, other):
+        path.write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    os.utime(other, (hour_ago, hour_ago))
+
+    assert remove_stale_downloads(older_than_seconds=900) == 1
+
+    assert not stale.exists() and fresh.exists() and other.exists()

@@ -10,7 +10,7 @@ import os
 import anyio
 
 from shared.db import session_scope
-from shared.services.storage_copy import StoredFile, copy_files, stored_files
+from shared.services.storage_copy import StoredFile, copy_files, same_place, stored_files
 from shared.storage.local import LocalStorage
 from tests.shared.factories import add_item, new_version
 from tests.shared.test_storage import chunks_of, s3_storage
@@ -97,3 +97,26 @@ def test_the_files_to_copy_are_those_rows_point_at():
 
     assert StoredFile("f" * 32, 7, "e" * 64) in files
     assert all(file.key for file in files)
+
+
+def test_a_file_already_there_is_skipped_only_if_it_is_the_rows(tmp_path):
+    source = LocalStorage(tmp_path / "source")
+    target = LocalStorage(tmp_path / "target")
+    [file] = stored_on(source, b"the real bytes")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / file.key).write_bytes(b"other  bytes!!")  # same size
+
+    report = copy_files([file], source, target)
+
+    assert (report.copied, report.skipped) == (1, 0)
+    assert read(target, file.key) == b"the real bytes"
+
+
+def test_a_copy_onto_the_same_folder_by_another_name_is_refused(tmp_path):
+    (tmp_path / "files").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "files")
+    source = LocalStorage(tmp_path / "files")
+
+    assert same_place(source, LocalStorage(tmp_path / "link"))
+    assert same_place(source, LocalStorage(tmp_path / "." / "files"))
+    assert not same_place(source, LocalStorage(tmp_path / "elsewhere"))

@@ -138,7 +138,15 @@ def _m4a_blocks(file: Path) -> Iterator[tuple[int, Any]]:
     import numpy
 
     try:
-        with av.open(str(file), mode="r", metadata_errors="ignore") as container:
+        # The container named, not guessed by FFmpeg from an untrusted
+        # file, and no protocol but reading this file.
+        with av.open(
+            str(file),
+            mode="r",
+            format="mp4",
+            options={"protocol_whitelist": "file"},
+            metadata_errors="ignore",
+        ) as container:
             if not container.streams.audio:
                 raise PermanentError("The m4a file holds no audio stream.")
             stream = container.streams.audio[0]

@@ -153,6 +153,8 @@ def _main_text(word: bytes, table: bytes, fib: _Fib) -> str:
             raise PermanentError("The .doc file's piece table is malformed.")
         length = min(end - start, wanted)
         (fc,) = struct.unpack_from("<I", plc, 4 * (count + 1) + _PCD_BYTES * index + 2)
+        # Lengths count cp1252 bytes or UTF-16 code units, not characters:
+        # a character outside the BMP (an emoji) is two units, one character.
         if fc & _FC_COMPRESSED:
             at = (fc & _FC_MASK) // 2
             data = word[at : at + length]
@@ -161,7 +163,7 @@ def _main_text(word: bytes, table: bytes, fib: _Fib) -> str:
             at = fc & _FC_MASK
             data = word[at : at + 2 * length]
             text = data.decode("utf-16-le", "replace")
-        if len(text) != length:
+        if len(data) != (length if fc & _FC_COMPRESSED else 2 * length):
             raise PermanentError("The .doc file's text runs past the end of its stream.")
         parts.append(text)
         wanted -= length

@@ -450,7 +450,8 @@ def streams(pieces: list[tuple[str, bool]], ccp_text: int) -> tuple[bytes, bytes
         else:
             fcs.append(at)
             text += piece.encode("utf-16-le")
-        cps.append(cps[-1] + len(piece))
+        # Character positions count UTF-16 code units: an emoji is two.
+        cps.append(cps[-1] + (len(piece) if compressed else len(piece.encode("utf-16-le")) // 2))
     plc = b"".join(cp.to_bytes(4, "little") for cp in cps) + b"".join(
         b"\0\0" + fc.to_bytes(4, "little") + b"\0\0" for fc in fcs
     )
@@ -484,6 +485,16 @@ def test_pieces_are_joined_whether_compressed_or_utf16_up_to_the_main_documents_
 
     assert text == "Price: € 5 “quoted”\x81\rΕλληνικά 日本\rTail\r"
     assert doc_text._paragraphs(text) == ["Price: € 5 “quoted”", "Ελληνικά 日本", "Tail"]
+
+
+def test_a_character_outside_the_bmp_counts_as_two_positions():
+    word, table = streams(
+        [("Done \U0001f600 and \U00020000\r", False), ("Next\r", True)], ccp_text=20
+    )
+
+    text = doc_text._main_text(word, table, doc_text._Fib(word))
+
+    assert doc_text._paragraphs(text) == ["Done \U0001f600 and \U00020000", "Next"]
 
 
 def test_a_piece_running_past_its_stream_fails_permanently():
