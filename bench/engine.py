@@ -1,0 +1,310 @@
+"""How close itemflow runs to the engine under it, measured side by side in
+one run, as ratios (this machine is shared and noisy: a time alone means
+little).
+
+    .venv/bin/python bench/engine.py [--jobs 1000] [--clients 8] [--backend services|embedded|both]
+
+For each backend (PostgreSQL + Redis on 127.0.0.1, and the embedded
+default: SQLite and Celery's filesystem broker):
+
+- the ceiling: raw Celery no-op tasks with itemflow's own Celery settings
+  (acks_late, prefetch 1, the same worker concurrency), sent as fast as one
+  process can, counted as they complete;
+- itemflow end to end: --jobs small text uploads from --clients threads to
+  `itemflow api`, each starting one job of a no-op post-processor on an
+  `itemflow worker`: uploads per second, and jobs completed per second from
+  the first upload to the last job done;
+- the ratio of the two;
+- upload -> job picked up on an idle system (the claim's start against the
+  job's creation, both on the database's clock): p50 and p99 over
+  sequential uploads.
+
+Each backend gets a database (or var dir) and queues of its own, removed at
+the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+CLI = [sys.executable, "-m", "shared.cli"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--backend", choices=["services", "embedded", "both"], default="both")
+    args = parser.parse_args()
+    backends = ["services", "embedded"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        with environment(backend) as env:
+            measure(backend, env, args)
+    return 0
+
+
+@contextmanager
+def environment(backend: str) -> Iterator[dict[str, str]]:
+    run = f"bench{os.getpid()}{uuid.uuid4().hex[:6]}"
+    var = Path(tempfile.mkdtemp(prefix="itemflow-bench-"))
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "POST_PROCESSORS")
+    }
+    env.update(
+        VAR_DIR=str(var),
+        QUEUE_NAME=run,
+        LOG_LEVEL="WARNING",
+        PRELOAD_MODELS="false",
+        BENCH_COUNTER=str(var / "runs"),
+        API_PORT=str(free_port()),
+    )
+    admin = None
+    if backend == "services":
+        admin = create_engine(ADMIN_DATABASE_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{run}"'))
+        env["DATABASE_URL"] = ADMIN_DATABASE_URL.rsplit("/", 1)[0] + "/" + run
+        env["BROKER_URL"] = "redis://127.0.0.1:6379/14"
+    try:
+        subprocess.run([*CLI, "migrate"], env=env, check=True, capture_output=True, cwd=ROOT)
+        yield env
+    finally:
+        if admin is not None:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{run}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def measure(backend: str, env: dict[str, str], args: argparse.Namespace) -> None:
+    print(f"\n== {backend} ==", flush=True)
+    ceiling = raw_celery(env, args.jobs)
+    uploads, jobs = end_to_end(env, args.jobs, args.clients)
+    picked_up = pickup_latency(env, args.latency_samples)
+    print(f"raw Celery no-op tasks:  {ceiling:7.1f} /s  (the ceiling)")
+    print(f"itemflow uploads:        {uploads:7.1f} /s")
+    print(f"itemflow jobs, end to end: {jobs:5.1f} /s  = {jobs / ceiling:.2f} x the ceiling")
+    p50, p99 = percentile(picked_up, 50), percentile(picked_up, 99)
+    print(f"upload -> picked up:     p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms", flush=True)
+
+
+def raw_celery(env: dict[str, str], count: int) -> float:
+    """No-op tasks per second, from the first send to the last completed."""
+    counter = Path(env["BENCH_COUNTER"])
+    counter.unlink(missing_ok=True)
+    raw = {**env, "BENCH_RAW_CELERY": "1"}
+    queue = env["QUEUE_NAME"] + ".raw"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bench.noop:app", "worker", "-Q", queue,
+         "-l", "warning", "-n", f"raw-{queue}@%h"],
+        env=raw, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        sender = subprocess.run(
+            [sys.executable, "-c", SEND_RAW, queue, str(count)],
+            env=raw, cwd=ROOT, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        started = float(sender.stdout)
+        finished = wait_for_runs(counter, count + 1)
+        return count / (finished - started)
+    finally:
+        stop(worker)
+
+
+# In a process of its own, as the API sends: the app built, then the sends.
+SEND_RAW = """
+import os, sys, time
+sys.path.insert(0, ".")
+from bench.noop import app
+queue, count = sys.argv[1], int(sys.argv[2])
+counter = os.environ["BENCH_COUNTER"]
+# One first, until it has run: the worker is up, every connection made.
+app.send_task("bench.noop", queue=queue)
+while not os.path.exists(counter) or os.path.getsize(counter) < 1:
+    time.sleep(0.005)
+started = time.time()
+for _ in range(count):
+    app.send_task("bench.noop", queue=queue)
+print(started)
+"""
+
+
+def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, float]:
+    counter = Path(env["BENCH_COUNTER"])
+    counter.unlink(missing_ok=True)
+    env = {**env, "POST_PROCESSORS": "bench.noop:NoopModel"}
+    key = subprocess.run(
+        [*CLI, "users", "create", f"bench-{uuid.uuid4().hex[:6]}"],
+        env=env, cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    api = subprocess.Popen([*CLI, "api"], env=env, cwd=ROOT)
+    worker = subprocess.Popen(
+        [*CLI, "worker", "--queues", "classification", f"--name=bench-{env['QUEUE_NAME']}@%h"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{env['API_PORT']}"
+    try:
+        wait_for_http(base + "/healthz")
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
+            items = upload_targets(client, count + 1)
+        # One upload first: the worker has started and every connection is made.
+        upload_one(base, headers, items.pop())
+        wait_for_runs(counter, 1)
+        counter.unlink()
+        started = time.time()
+        with ThreadPoolExecutor(clients) as pool:
+            local = threading.local()
+
+            def send(url: str) -> None:
+                if not hasattr(local, "client"):
+                    local.client = httpx.Client(headers=headers, timeout=60)
+                upload_one(base, headers, url, local.client)
+
+            list(pool.map(send, items))
+        uploaded = time.time()
+        finished = wait_for_runs(counter, count)
+        return count / (uploaded - started), count / (finished - started)
+    finally:
+        stop(worker)
+        stop(api)
+
+
+def pickup_latency(env: dict[str, str], samples: int) -> list[float]:
+    """Seconds from a job's creation to its claim, on an idle system."""
+    env = {**env, "POST_PROCESSORS": "bench.noop:NoopModel"}
+    key = subprocess.run(
+        [*CLI, "users", "create", f"bench-{uuid.uuid4().hex[:6]}"],
+        env=env, cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    api = subprocess.Popen([*CLI, "api"], env=env, cwd=ROOT)
+    worker = subprocess.Popen(
+        [*CLI, "worker", "--queues", "classification", f"--name=pickup-{env['QUEUE_NAME']}@%h"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{env['API_PORT']}"
+    counter = Path(env["BENCH_COUNTER"])
+    try:
+        wait_for_http(base + "/healthz")
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
+            dataset_id, items = upload_targets(client, samples + 1, with_dataset=True)
+            with httpx.Client(headers=headers, timeout=60) as uploader:
+                for url in items:
+                    done = runs(counter)
+                    upload_one(base, headers, url, uploader)
+                    wait_for_runs(counter, done + 1)
+                    time.sleep(0.2)  # idle between uploads
+            jobs = client.get(
+                f"/datasets/{dataset_id}/post-processors/jobs", params={"page_size": 1000}
+            ).json()
+        delays = [
+            (parse(job["started_at"]) - parse(job["created_at"]))
+            for job in jobs
+            if job["started_at"]
+        ]
+        return sorted(delays)[1:]  # the first warmed up the worker
+    finally:
+        stop(worker)
+        stop(api)
+
+
+def upload_targets(client: httpx.Client, count: int, with_dataset: bool = False):  # type: ignore[no-untyped-def]
+    """A dataset with the no-op post-processor, and `count` items' upload URLs."""
+    dataset = client.post("/datasets", json={"name": "bench", "content_type": "text"}).json()
+    client.post(
+        f"/datasets/{dataset['id']}/post-processors",
+        json={"name": "noop", "model_type": "classification", "model_id": "bench-noop"},
+    ).raise_for_status()
+    items_path = f"/datasets/{dataset['id']}/versions/{dataset['versions'][0]['id']}/items"
+    base = str(client.base_url).rstrip("/")
+    urls = [
+        f"{base}{items_path}/{client.post(items_path, json={}).json()['id']}/upload"
+        for _ in range(count)
+    ]
+    return (dataset["id"], urls) if with_dataset else urls
+
+
+def upload_one(
+    base: str, headers: dict[str, str], url: str, client: httpx.Client | None = None
+) -> None:
+    files = {"file": ("note.txt", b"Alice met Bob in Paris.\n", "text/plain")}
+    answer = (client or httpx).post(url, files=files, headers=headers)
+    answer.raise_for_status()
+
+
+def runs(counter: Path) -> int:
+    return counter.stat().st_size if counter.exists() else 0
+
+
+def wait_for_runs(counter: Path, count: int, timeout: float = 600) -> float:
+    """The time when `count` runs were counted."""
+    deadline = time.monotonic() + timeout
+    while runs(counter) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{runs(counter)} of {count} runs after {timeout} s")
+        time.sleep(0.002)
+    return time.time()
+
+
+def parse(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def percentile(values: list[float], percent: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
+
+
+def wait_for_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
