@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.keycache import KeyCache
 from api.ratelimit import FailedAuthLimiter
 from shared.db import session_scope
 from shared.errors import (
@@ -129,18 +130,29 @@ async def authenticate(request: Request) -> uuid.UUID:
     client = request.client.host if request.client else "unknown"
     try:
         key = bearer_key(request)
+        digest = users.hash_key(key)
+        known = key_cache().user_for(digest)
+        if known is not None:
+            return known
 
         def work() -> uuid.UUID:
             with session_scope() as session:
                 return users.authenticate(session, key)
 
-        return await run_in_threadpool(work)
+        user_id = await run_in_threadpool(work)
+        key_cache().remember(digest, user_id)
+        return user_id
     except Unauthorized:
         refused = limiter.over_limit(client)
         limiter.failed(client)
         if refused is not None:
             raise refused from None
         raise
+
+
+@lru_cache
+def key_cache() -> KeyCache:
+    return KeyCache(get_settings().api_key_cache_seconds)
 
 
 @lru_cache

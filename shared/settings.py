@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # Failed authentications allowed per client address and minute, per API
     # process; past that the API answers 429 until the minute has passed.
     auth_failures_per_minute: int = 30
+    # How long an API process trusts a key it found, without asking the
+    # database again (0: ask every time); a deleted key works this long.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
 
     max_upload_bytes: int = 100 * MIB
     max_json_bytes: int = 1 * MIB
