@@ -53,11 +53,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--backend", choices=["services", "embedded", "both"], default="both")
+    parser.add_argument("--api-workers", type=int, default=1, help="API_WORKERS of the API")
     args = parser.parse_args()
     backends = ["services", "embedded"] if args.backend == "both" else [args.backend]
     for backend in backends:
         with environment(backend) as env:
-            measure(backend, env, args)
+            measure(backend, {**env, "API_WORKERS": str(args.api_workers)}, args)
     return 0
 
 

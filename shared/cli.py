@@ -246,6 +246,9 @@ def run_api() -> int:
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
+        # Processes of their own, to use every core: what each keeps in
+        # memory (the key cache, the failed-auth limiter) is per process.
+        workers=settings.api_workers,
     )
     return 0
 

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = Field(default=1, ge=1)
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
     # "user:password" pairs separated by commas; empty means no auth, which

@@ -196,6 +196,17 @@ def attach_file(
     # as theirs to delete and leave the other's file orphaned.
     item = get_item(session, user_id, dataset_id, version_id, item_id, for_update=True)
     old_key = item.file_key
+    # Jobs still waiting for the old file are void; those already running
+    # finish, but their output is not applied to the new file (see outputs).
+    session.execute(
+        delete(PostProcessorJob).where(
+            PostProcessorJob.dataset_item_id == item.id,
+            PostProcessorJob.status == JobStatus.PENDING.value,
+        )
+    )
+    # Before the version bump, which expires the item (reading it again
+    # would cost a query): a bump refused by If-Match rolls them back.
+    jobs.create_jobs_for_upload(session, item)
     _bump_version(
         session,
         item,
@@ -209,15 +220,6 @@ def attach_file(
     )
     if old_key and old_key != staged.key:
         files.delete_after_commit(session, [old_key])
-    # Jobs still waiting for the old file are void; those already running
-    # finish, but their output is not applied to the new file (see outputs).
-    session.execute(
-        delete(PostProcessorJob).where(
-            PostProcessorJob.dataset_item_id == item.id,
-            PostProcessorJob.status == JobStatus.PENDING.value,
-        )
-    )
-    jobs.create_jobs_for_upload(session, item)
     return load_item(session, user_id, dataset_id, version_id, item_id)
 
 
