@@ -218,12 +218,9 @@ def pickup_latency(env: dict[str, str], samples: int) -> list[float]:
             jobs = client.get(
                 f"/datasets/{dataset_id}/post-processors/jobs", params={"page_size": 1000}
             ).json()
-        delays = [
-            (parse(job["started_at"]) - parse(job["created_at"]))
-            for job in jobs
-            if job["started_at"]
-        ]
-        return sorted(delays)[1:]  # the first warmed up the worker
+        jobs.sort(key=lambda job: job["created_at"])
+        delays = [parse(job["started_at"]) - parse(job["created_at"]) for job in jobs]
+        return sorted(delays[1:])  # the first job warmed the worker up
     finally:
         stop(worker)
         stop(api)
