@@ -1,7 +1,8 @@
 """Stored files whose rows are gone: deleted once the transaction that
 dropped the rows has committed, and never lost on the way. The removal is
-recorded in that transaction (`file_removals`); after the commit a thread
-of this process deletes the files and the records. What fails there, or
+recorded in that transaction (`file_removals`); after the commit the files
+are deleted (a few at once, before the request answers; many, a dataset's,
+from a thread) and a thread deletes the records. What fails there, or
 never runs because the process died, the reaper finishes
 (`remove_left_over`). No database transaction is open while a file is
 deleted: a slow or unreachable object store holds no lock."""
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
@@ -25,6 +26,9 @@ from shared.storage import get_storage
 log = logging.getLogger(__name__)
 # Keys per statement, far below any database's limit on bound parameters.
 BATCH = 500
+# Files deleted before the request (or task) that dropped their rows ends;
+# more, and they go in a thread, not to hold up its answer.
+AT_ONCE = 20
 
 
 def delete_after_commit(session: Session, keys: Iterable[str]) -> None:
@@ -34,7 +38,7 @@ def delete_after_commit(session: Session, keys: Iterable[str]) -> None:
         return
     for start in range(0, len(keys), BATCH):
         record(session, keys[start : start + BATCH])
-    after_commit(session, lambda: _in_background(keys))
+    after_commit(session, lambda: _after_commit(keys))
 
 
 def record(session: Session, keys: Sequence[str]) -> None:
@@ -82,19 +86,34 @@ def remove_left_over(requested_before: datetime) -> int:
     return len(removed)
 
 
-def _in_background(keys: list[str]) -> None:
-    # Not in the request (or task) that committed: deleting a dataset's
-    # thousands of objects must not hold up its answer, nor its connection.
-    threading.Thread(target=_remove, args=(keys,), name="file-removal", daemon=True).start()
+def _after_commit(keys: list[str]) -> None:
+    if len(keys) <= AT_ONCE:
+        removed, _failed = _delete_files(keys, stop_at_failure=False)
+        if removed:
+            # A connection of the thread's own: the committing session still
+            # holds its own here.
+            _in_background(_forget_removed, removed)
+    else:
+        _in_background(_remove, keys)
+
+
+def _in_background(work: Callable[[list[str]], None], keys: list[str]) -> None:
+    threading.Thread(target=work, args=(keys,), name="file-removal", daemon=True).start()
 
 
 def _remove(keys: list[str]) -> None:
+    removed, _failed = _delete_files(keys, stop_at_failure=False)
+    _forget_removed(removed)
+
+
+def _forget_removed(keys: list[str]) -> None:
     try:
-        removed, _failed = _delete_files(keys, stop_at_failure=False)
         with session_scope() as session:
-            _forget(session, removed)
+            _forget(session, keys)
     except Exception:
-        log.exception("event=file.removal_failed; the reaper retries")
+        # The files are gone; the reaper deletes them again (a no-op) and
+        # the records with them.
+        log.exception("event=file.removal_record_kept")
 
 
 def _forget(session: Session, keys: Sequence[str]) -> None:

@@ -78,6 +78,9 @@ ENV = {
     # Its own files directory, so that what the outage leaves there is seen.
     "VAR_DIR": str(OWN_VAR_DIR),
     **LEASES,
+    # Every route asks the database, if only for the key: no key proved a
+    # moment before lets /applications (which needs nothing else) answer.
+    "API_KEY_CACHE_SECONDS": "0",
     # One pool process per worker: the job after the outage runs in the
     # very process (and on the very connection pool) that ran the one before.
     "WORKER_CONCURRENCY": "1",

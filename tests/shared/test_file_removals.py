@@ -145,3 +145,13 @@ def test_a_file_that_cannot_be_deleted_does_not_hold_up_the_others(storage, monk
 
     assert not exists(other) and exists(stuck)
     assert removals([stuck, other]) == [stuck]
+
+
+def test_many_files_are_deleted_from_a_thread_not_before_the_answer(storage):
+    keys = [stored() for _ in range(files.AT_ONCE + 5)]
+    with session_scope() as session:
+        files.delete_after_commit(session, keys)
+
+    wait_until(lambda: removals(keys) == [], 10, "the removals done")
+    assert not any(exists(key) for key in keys)
+    assert sorted(storage.deletes) == sorted(keys)
