@@ -149,23 +149,33 @@ print(started)
 """
 
 
-def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, float]:
-    counter = Path(env["BENCH_COUNTER"])
-    counter.unlink(missing_ok=True)
+@contextmanager
+def itemflow(env: dict[str, str], name: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """`itemflow api` and a worker for the no-op model, for a new user:
+    the API's address and the user's headers."""
     env = {**env, "POST_PROCESSORS": "bench.noop:NoopModel"}
     key = subprocess.run(
-        [*CLI, "users", "create", f"bench-{uuid.uuid4().hex[:6]}"],
+        [*CLI, "users", "create", f"{name}-{uuid.uuid4().hex[:6]}"],
         env=env, cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     api = subprocess.Popen([*CLI, "api"], env=env, cwd=ROOT)
     worker = subprocess.Popen(
-        [*CLI, "worker", "--queues", "classification", f"--name=bench-{env['QUEUE_NAME']}@%h"],
+        [*CLI, "worker", "--queues", "classification", f"--name={name}-{env['QUEUE_NAME']}@%h"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{env['API_PORT']}"
     try:
         wait_for_http(base + "/healthz")
-        headers = {"Authorization": f"Bearer {key}"}
+        yield base, {"Authorization": f"Bearer {key}"}
+    finally:
+        stop(worker)
+        stop(api)
+
+
+def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, float]:
+    counter = Path(env["BENCH_COUNTER"])
+    counter.unlink(missing_ok=True)
+    with itemflow(env, "bench") as (base, headers):
         with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
             items = upload_targets(client, count + 1)
         # One upload first: the worker has started and every connection is made.
@@ -185,28 +195,12 @@ def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, fl
         uploaded = time.time()
         finished = wait_for_runs(counter, count)
         return count / (uploaded - started), count / (finished - started)
-    finally:
-        stop(worker)
-        stop(api)
 
 
 def pickup_latency(env: dict[str, str], samples: int) -> list[float]:
     """Seconds from a job's creation to its claim, on an idle system."""
-    env = {**env, "POST_PROCESSORS": "bench.noop:NoopModel"}
-    key = subprocess.run(
-        [*CLI, "users", "create", f"bench-{uuid.uuid4().hex[:6]}"],
-        env=env, cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    api = subprocess.Popen([*CLI, "api"], env=env, cwd=ROOT)
-    worker = subprocess.Popen(
-        [*CLI, "worker", "--queues", "classification", f"--name=pickup-{env['QUEUE_NAME']}@%h"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{env['API_PORT']}"
     counter = Path(env["BENCH_COUNTER"])
-    try:
-        wait_for_http(base + "/healthz")
-        headers = {"Authorization": f"Bearer {key}"}
+    with itemflow(env, "pickup") as (base, headers):
         with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
             dataset_id, items = upload_targets(client, samples + 1, with_dataset=True)
             with httpx.Client(headers=headers, timeout=60) as uploader:
@@ -221,9 +215,6 @@ def pickup_latency(env: dict[str, str], samples: int) -> list[float]:
         jobs.sort(key=lambda job: job["created_at"])
         delays = [parse(job["started_at"]) - parse(job["created_at"]) for job in jobs]
         return sorted(delays[1:])  # the first job warmed the worker up
-    finally:
-        stop(worker)
-        stop(api)
 
 
 def upload_targets(client: httpx.Client, count: int, with_dataset: bool = False):  # type: ignore[no-untyped-def]
