@@ -160,6 +160,16 @@ def failed_auth_limiter() -> FailedAuthLimiter:
     return FailedAuthLimiter(get_settings().auth_failures_per_minute, window_seconds=60)
 
 
+def path_ids(request: Request) -> dict[str, Any]:
+    """The path's ids by name (`dataset_id`, `item_id`...): a service takes
+    them as keywords of the same names, so a route passes them on whole and a
+    name that does not fit fails loudly. (UUIDs, typed Any: mypy checks a
+    `**` against every keyword it could fill.)"""
+    return {
+        name: value for name, value in request.path_params.items() if isinstance(value, uuid.UUID)
+    }
+
+
 @dataclass
 class Context:
     """What a handler gets: the request (for its headers), an open session
@@ -173,15 +183,8 @@ class Context:
     query: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def ids(self) -> dict[str, Any]:  # of UUIDs; mypy checks a ** against every keyword
-        """The path's ids by name (`dataset_id`, `item_id`...): a service
-        takes them as keywords of the same names, so a route passes them on
-        whole and a name that does not fit fails loudly."""
-        return {
-            name: value
-            for name, value in self.request.path_params.items()
-            if isinstance(value, uuid.UUID)
-        }
+    def ids(self) -> dict[str, Any]:
+        return path_ids(self.request)
 
     def name(self, parameter: str) -> str:
         value: str = self.request.path_params[parameter]

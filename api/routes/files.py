@@ -4,7 +4,6 @@ downloading it, or a thumbnail of it."""
 from __future__ import annotations
 
 import io
-import uuid
 from pathlib import Path
 
 import anyio
@@ -24,6 +23,7 @@ from api.http import (
     declare,
     if_match,
     json_response,
+    path_ids,
     public,
 )
 from api.multipart import FilePart
@@ -47,23 +47,18 @@ CHUNK = 64 * 1024
 MISSING = "The item's file is missing from storage."
 
 
-def _ids(request: Request) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
-    params = request.path_params
-    return params["dataset_id"], params["version_id"], params["item_id"]
-
-
 THUMBNAIL = Query("thumbnail", bool)
 
 
 @declare(Declaration(ItemPublic, body=UPLOAD, if_match=True, errors=(412,)))
 async def upload(request: Request) -> Response:
     user_id = await authenticate(request)
-    dataset_id, version_id, item_id = _ids(request)
+    ids = path_ids(request)
     expected_version = if_match(request)
 
     def check_item() -> None:
         with session_scope() as session:
-            get_item(session, user_id, dataset_id, version_id, item_id)
+            get_item(session, user_id, **ids)
 
     # 404 before reading a byte of the body.
     await run_in_threadpool(check_item)
@@ -83,13 +78,11 @@ async def upload(request: Request) -> Response:
                 item = items.attach_file(
                     session,
                     user_id,
-                    dataset_id,
-                    version_id,
-                    item_id,
-                    staged,
-                    kind,
-                    part.file_name or f"{item_id}.{kind.extension}",
-                    expected_version,
+                    **ids,
+                    staged=staged,
+                    kind=kind,
+                    file_name=part.file_name or f"{ids['item_id']}.{kind.extension}",
+                    if_match=expected_version,
                 )
                 return public(ItemPublic, item)
 
@@ -105,11 +98,11 @@ async def upload(request: Request) -> Response:
 @declare(Declaration(FILE, query=(THUMBNAIL,), errors=(304, 415)))
 async def download(request: Request) -> Response:
     user_id = await authenticate(request)
-    dataset_id, version_id, item_id = _ids(request)
+    ids = path_ids(request)
 
     def find() -> items.StoredFile:
         with session_scope() as session:
-            return items.stored_file(session, user_id, dataset_id, version_id, item_id)
+            return items.stored_file(session, user_id, **ids)
 
     stored = await run_in_threadpool(find)
     if THUMBNAIL.read(request) and stored.media_type.startswith("image/"):

@@ -24,6 +24,7 @@ from tests.builders import (
     problem,
     upload,
     version_path,
+    wait_for_jobs,
 )
 from tests.conftest import RUN_ID, VAR_DIR
 from tests.faults.stack import own_broker, running_api
@@ -90,15 +91,7 @@ def test_upload_job_download_delete_on_s3(stack, s3_server):
     image = png_with_words("stored in a bucket")
     ok(upload(client, dataset, item, image, "page.png"))
 
-    [job] = wait_until(
-        lambda: (
-            (jobs := ok(client.get(item_path(dataset, item) + "/jobs")))
-            and jobs[0]["status"] in ("completed", "failed")
-            and jobs
-        ),
-        30,
-        "the job done",
-    )
+    [job] = wait_for_jobs(client, dataset, item, timeout=30)
     assert job["status"] == "completed", job
 
     downloaded = client.get(item_path(dataset, item) + "/download")

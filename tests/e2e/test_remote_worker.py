@@ -17,10 +17,18 @@ import pytest
 import skimage
 
 from shared.storage.s3 import DOWNLOAD_PREFIX
-from tests.builders import item_path, make_dataset, make_item, make_post_processor, ok, upload
+from tests.builders import (
+    item_path,
+    make_dataset,
+    make_item,
+    make_post_processor,
+    ok,
+    upload,
+    wait_for_jobs,
+)
 from tests.conftest import BACKEND, RUN_ID, VAR_DIR
 from tests.faults.stack import own_broker, running_api
-from tests.fixtures import ROOT, stop, wait_for_worker, wait_until
+from tests.fixtures import ROOT, stop, wait_for_worker
 from tests.s3 import S3Server
 
 pytestmark = pytest.mark.skipif(
@@ -81,15 +89,7 @@ def test_a_worker_with_nothing_of_the_apis_disk_completes_an_ocr_job(s3_server: 
             item = make_item(client, dataset, name="page")
             ok(upload(client, dataset, item, SCAN.read_bytes(), "page.png"))
 
-            [job] = wait_until(
-                lambda: (
-                    (jobs := ok(client.get(item_path(dataset, item) + "/jobs")))
-                    and jobs[0]["status"] in ("completed", "failed")
-                    and jobs
-                ),
-                60,
-                "the OCR job done",
-            )
+            [job] = wait_for_jobs(client, dataset, item)
             text = ok(client.get(item_path(dataset, item)))["text"]
 
         assert job["status"] == "completed", job

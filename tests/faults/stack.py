@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,15 @@ import httpx
 
 from tests.builders import item_path, ok
 from tests.conftest import BACKEND, VAR_DIR
-from tests.fixtures import free_port, itemflow, spawn, stop, wait_for_http, wait_until
+from tests.fixtures import (
+    free_port,
+    itemflow,
+    spawn,
+    stop,
+    wait_for_http,
+    wait_for_worker,
+    wait_until,
+)
 
 # The lease of the fault tests' workers: short, so that a lost job comes
 # back within seconds, yet six heartbeats long, so that a renewal may come
@@ -64,6 +72,31 @@ def running_api(
     finally:
         for process in processes:
             stop(process)
+
+
+@contextlib.contextmanager
+def started_workers(
+    env: dict[str, str],
+    name: str,
+    end: Callable[[subprocess.Popen[bytes]], None] = stop,
+) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
+    """Start workers with settings `env` by calling the function yielded,
+    with a name of each one's own (its log is `<name>-worker-<its name>.log`);
+    each is ended with `end` afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(worker: str) -> subprocess.Popen[bytes]:
+        log_name = f"{name}-worker-{worker}"
+        process = spawn("worker", f"--name={name}-{worker}@%h", log_name=log_name, **env)
+        started.append(process)
+        wait_for_worker(process, log_name)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            end(process)
 
 
 def children_of(pid: int) -> list[int]:

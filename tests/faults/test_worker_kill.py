@@ -34,10 +34,11 @@ from tests.faults.stack import (
     children_of,
     own_broker,
     running_api,
+    started_workers,
     the_job,
     wait_for_status,
 )
-from tests.fixtures import spawn, wait_for_worker, wait_until
+from tests.fixtures import wait_until
 
 GRACE_SECONDS = 2
 ENV = {
@@ -79,20 +80,14 @@ def api() -> Iterator[httpx.Client]:
 @pytest.fixture
 def workers() -> Iterator[Any]:
     """Start workers with `workers(name)`; all are gone after the test."""
-    started: list[subprocess.Popen[bytes]] = []
+    with started_workers(ENV, "faults", end=end_worker) as start:
+        yield start
 
-    def start(name: str) -> subprocess.Popen[bytes]:
-        log_name = f"faults-worker-{name}"
-        process = spawn("worker", f"--name=faults-{name}@%h", log_name=log_name, **ENV)
-        started.append(process)
-        wait_for_worker(process, log_name)
-        return process
 
-    yield start
-    for process in started:
-        if process.poll() is None:
-            # A stalled job would hold up a warm shutdown.
-            kill_worker(process)
+def end_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        # A stalled job would hold up a warm shutdown.
+        kill_worker(process)
 
 
 def stalling(client: httpx.Client, sleep: float) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,8 +22,15 @@ import pytest
 
 from tests.builders import make_dataset, make_item, make_post_processor, ok, upload
 from tests.conftest import BACKEND, BROKER, VAR_DIR
-from tests.faults.stack import children_of, own_broker, running_api, the_job, wait_for_status
-from tests.fixtures import spawn, stop, wait_for_worker, wait_until
+from tests.faults.stack import (
+    children_of,
+    own_broker,
+    running_api,
+    started_workers,
+    the_job,
+    wait_for_status,
+)
+from tests.fixtures import wait_until
 
 BACK_OFF = 2.5
 ENV = {
@@ -45,18 +51,8 @@ def api() -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def workers() -> Iterator[Any]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str) -> subprocess.Popen[bytes]:
-        log_name = f"back-off-worker-{name}"
-        process = spawn("worker", f"--name=back-off-{name}@%h", log_name=log_name, **ENV)
-        started.append(process)
-        wait_for_worker(process, log_name)
-        return process
-
-    yield start
-    for process in started:
-        stop(process)
+    with started_workers(ENV, "back-off") as start:
+        yield start
 
 
 def failing_once(client: httpx.Client) -> tuple[dict[str, Any], dict[str, Any]]:
