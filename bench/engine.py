@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import redis
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +71,15 @@ def environment(backend: str) -> Iterator[dict[str, str]]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL", "POST_PROCESSORS")
+        if key
+        not in (
+            "DATABASE_URL",
+            "BROKER_URL",
+            "STORAGE_URL",
+            "POST_PROCESSORS",
+            "PROVIDERS",
+            "PROVIDERS_FILE",
+        )
     }
     env.update(
         VAR_DIR=str(var),
@@ -94,6 +104,11 @@ def environment(backend: str) -> Iterator[dict[str, str]]:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{run}" WITH (FORCE)'))
             admin.dispose()
+            # The queues' bindings (the queues themselves go when emptied).
+            broker = redis.Redis.from_url(env["BROKER_URL"])
+            for key in broker.scan_iter(f"*{run}*"):
+                broker.delete(key)
+        shutil.rmtree(var, ignore_errors=True)
 
 
 def measure(backend: str, env: dict[str, str], args: argparse.Namespace) -> None:

@@ -43,13 +43,29 @@ from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 MODEL_TYPES: tuple[str, ...] = get_args(ModelType)
+# The queue of every job whose model calls an external provider (an LLM):
+# such a job waits on the network, not a core, and runs in a worker's pool
+# of threads, many at once, not in a process of its own.
+EXTERNAL = "external"
+QUEUES: tuple[str, ...] = (*MODEL_TYPES, EXTERNAL)
 TASK_NAME = "itemflow.run_post_processor"
 
 
-def queue_for(model_type: str, settings: Settings | None = None) -> str:
-    """The queue of a model type's jobs, so that an operator can run heavy
-    models on machines of their own (`itemflow worker --queues stt`)."""
-    return f"{(settings or get_settings()).queue_name}.{model_type}"
+def queue_for(name: str, settings: Settings | None = None) -> str:
+    """The queue of a model type's jobs (or the external ones), so that an
+    operator can run heavy models on machines of their own (`itemflow
+    worker --queues stt`)."""
+    return f"{(settings or get_settings()).queue_name}.{name}"
+
+
+def job_queue(model_type: str, model_id: str = "", settings: Settings | None = None) -> str:
+    """The queue a post-processor's jobs go to."""
+    # Imported here: loading the models' classes is for senders, not for
+    # every user of the broker's settings.
+    from shared.inference.registry import get_registry
+
+    external = get_registry().calls_out(model_type, model_id)
+    return queue_for(EXTERNAL if external else model_type, settings)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -89,8 +105,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         folder = settings.broker_folder
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        for model_type in MODEL_TYPES:
-            _bind_once(folder / "control", queue_for(model_type, settings))
+        for name in QUEUES:
+            _bind_once(folder / "control", queue_for(name, settings))
+        # kombu's filesystem transport, with whole messages only.
+        config["broker_transport"] = "shared.embedded_broker:Transport"
         config["broker_transport_options"].update(
             {
                 "data_folder_in": str(folder / "queue"),
@@ -142,7 +160,7 @@ def route_job_message(
 ) -> dict[str, Any] | None:
     """Celery's router: a queue named in the send still wins."""
     if name == TASK_NAME and kwargs and kwargs.get("model_type") in MODEL_TYPES:
-        return {"queue": queue_for(kwargs["model_type"], settings)}
+        return {"queue": job_queue(kwargs["model_type"], kwargs.get("model_id", ""), settings)}
     return None
 
 

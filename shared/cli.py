@@ -29,7 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     worker_command.add_argument(
         "--queues",
         default="",
-        help="model types to take jobs for, comma-separated (default: all), e.g. ocr,llm",
+        help="model types to take jobs for, comma-separated, and 'external' for the jobs "
+        "of models that call an external provider (default: all), e.g. ocr,stt",
+    )
+    worker_command.add_argument(
+        "--pool",
+        choices=["prefork", "threads"],
+        default="prefork",
+        help="processes (one job each; for models that use the CPU) or threads (many "
+        "jobs at once; for the external queue, whose jobs wait on the network)",
     )
     commands.add_parser("flower", help="run Flower, the Celery monitor")
     commands.add_parser("reaper", help="take back stranded jobs, periodically")
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api":
         return run_api()
     if args.command == "worker":
-        return run_worker(args.name, args.queues)
+        return run_worker(args.name, args.queues, args.pool)
     if args.command == "flower":
         return run_flower()
     if args.command == "reaper":
@@ -253,7 +261,7 @@ def run_api() -> int:
     return 0
 
 
-def run_worker(name: str = "celery@%h", model_types: str = "") -> int:
+def run_worker(name: str = "celery@%h", model_types: str = "", pool: str = "prefork") -> int:
     # Each worker process runs one job at a time; NumPy's BLAS threads would
     # only fight the other processes for the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -265,21 +273,26 @@ def run_worker(name: str = "celery@%h", model_types: str = "") -> int:
     # stops the worker at start-up instead of failing its first job.
     get_registry()
     report_unavailable(log)
-    from shared.broker import MODEL_TYPES, queue_for
+    from shared.broker import QUEUES, queue_for
 
-    wanted = [part.strip() for part in model_types.split(",") if part.strip()] or MODEL_TYPES
-    unknown = sorted(set(wanted) - set(MODEL_TYPES))
+    wanted = [part.strip() for part in model_types.split(",") if part.strip()] or QUEUES
+    unknown = sorted(set(wanted) - set(QUEUES))
     if unknown:
-        print(f"unknown model types {unknown}; known: {', '.join(MODEL_TYPES)}", file=sys.stderr)
+        print(f"unknown queues {unknown}; known: {', '.join(QUEUES)}", file=sys.stderr)
         return 2
     queues = ",".join(queue_for(model_type) for model_type in wanted)
+    settings = get_settings()
+    options = [f"--pool={pool}"]
+    if pool == "threads":
+        options.append(f"--concurrency={settings.io_worker_concurrency}")
     celery_app.worker_main(
         [
             "worker",
-            f"--loglevel={get_settings().log_level}",
+            f"--loglevel={settings.log_level}",
             "--events",
             f"--hostname={name}",
             f"--queues={queues}",
+            *options,
         ]
     )
     return 0

@@ -2,9 +2,11 @@
 imports task code. Messages carry ids only; the worker reads the rest from
 the database.
 
-Each model type has a queue of its own (`itemflow.ocr`, `itemflow.llm`, ...),
+Each model type has a queue of its own (`itemflow.ocr`, `itemflow.stt`, ...),
 so that an operator can run heavy models on machines of their own with
-`itemflow worker --queues stt`.
+`itemflow worker --queues stt`; the jobs of models that call an external
+provider (`llm`, `ner` with `model_id` llm) share `itemflow.external`, which
+a worker's pool of threads serves.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 # TASK_NAME is the broker's (its router knows it) and named here for senders.
 from shared.broker import TASK_NAME as TASK_NAME
-from shared.broker import celery_app, countdown_for, queue_for
+from shared.broker import celery_app, countdown_for, job_queue
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -32,11 +34,12 @@ class JobMessage:
     # Not needed to run the job: carried so that Flower shows them.
     post_processor: str
     model_type: str
+    model_id: str = ""  # with the type, chooses the queue
 
 
 def send(message: JobMessage, countdown: float = 0) -> None:
     soft, hard = get_settings().time_limits_for(message.model_type)
-    queue = queue_for(message.model_type)
+    queue = job_queue(message.model_type, message.model_id)
     celery_app().send_task(
         TASK_NAME,
         kwargs=asdict(message),

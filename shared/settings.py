@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # Load every model when a worker process starts rather than on its first job.
     preload_models: bool = True
     worker_concurrency: int = 0  # 0: Celery's default, the number of CPUs
+    # Threads of a worker for the external queue (`itemflow worker --pool
+    # threads`): how many provider calls it waits on at once.
+    io_worker_concurrency: int = Field(default=64, ge=1)
 
     # A claimed job is leased to its worker for this long; while the model
     # runs, the worker renews the lease every heartbeat. A job whose lease ran

@@ -207,6 +207,15 @@ def worker(database: None, operator_provider: FakeProvider) -> Iterator[subproce
         OPENAI_API_KEY=OPERATOR_KEY,
     )
     wait_for_worker(process, "worker")
+    # The tests that watch the pool processes' memory must not count the
+    # models still loading.
+    log = VAR_DIR / "worker.log"
+    concurrency = int(os.environ["WORKER_CONCURRENCY"])
+    wait_until(
+        lambda: log.read_text().count("event=worker.process_ready") >= concurrency,
+        120,
+        "the worker's processes loaded their models",
+    )
     yield process
     stop(process)
 

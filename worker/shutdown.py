@@ -9,6 +9,10 @@ back to pending and send them again, so another worker takes them at once
 and nothing is left `processing`. (Celery's own soft shutdown sleeps out its
 whole timeout even when the jobs finish sooner, and leaves the job to the
 broker's redelivery and the lease's expiry.)
+
+A worker whose pool is threads (the one for jobs that call external
+providers) cannot interrupt a call in flight: after the grace period it
+puts those jobs back without stopping their calls, and exits.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_shutting_down
 from celery.worker import state
 
-from shared.services.execution import Interrupted, OutOfTime
+from shared.services.execution import Interrupted, OutOfTime, in_flight
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -104,6 +108,9 @@ class WarmShutdown:
 
     def _interrupt_after(self, grace: float) -> None:
         time.sleep(grace)
+        # Jobs this process would still start (in a pool of threads) go back
+        # to the broker unclaimed (see the task).
+        self._stopping = True
         interrupted: set[str] = set()
         # Not once but until the worker exits: on the filesystem broker a
         # worker in warm shutdown may still hand a job to a pool process
@@ -111,11 +118,24 @@ class WarmShutdown:
         while True:
             try:
                 interrupt_running_jobs(grace, interrupted)
+                if len(in_flight):
+                    hand_back_and_exit(grace)
             except Exception:
                 # The set of requests changed under us, or a pid was reused:
                 # try again on the next round rather than stop enforcing.
                 log.exception("interrupting running jobs failed")
             time.sleep(0.5)
+
+
+def hand_back_and_exit(grace: float) -> None:
+    """In a pool of threads, whose runs wait on a provider's answer and
+    cannot be interrupted: put their jobs back for another worker (their
+    attempts not counted), then end the process, which would otherwise
+    wait for every call to return. A run's late outcome could not count."""
+    handed = in_flight.hand_back()
+    log.warning("event=worker.handed_back jobs=%s grace=%gs; exiting", handed, grace)
+    logging.shutdown()
+    os._exit(0)
 
 
 def interrupt_running_jobs(grace: float, interrupted: set[str]) -> None:

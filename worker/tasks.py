@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 
 from celery.exceptions import Reject, TimeLimitExceeded
@@ -22,7 +23,11 @@ from worker.shutdown import shutdown
 # with back-off rather than used up (see shared/services/retries.py).
 @celery_app.task(name=TASK_NAME, ignore_result=True, **DATABASE_OUTAGE)
 def run_post_processor(
-    job_id: str, item_id: str = "", post_processor: str = "", model_type: str = ""
+    job_id: str,
+    item_id: str = "",
+    post_processor: str = "",
+    model_type: str = "",
+    model_id: str = "",
 ) -> str:
     """Run one post-processor job. Only `job_id` is needed to run it; the
     rest is in the message so that Flower shows it."""
@@ -48,13 +53,17 @@ def prepare_process(**_: object) -> None:
 
         # This process may replace one killed mid-job, whose file is left.
         remove_stale_downloads(settings.longest_time_limit + 60)
+    log = logging.getLogger(__name__)
     if settings.preload_models:
         try:
             get_registry().warm_up()
         except Exception:
             # A model that cannot load fails its jobs with the reason; the
             # process must still start and serve the other models.
-            logging.getLogger(__name__).exception("loading the models failed")
+            log.exception("loading the models failed")
+    # Celery says the worker is ready before its processes have loaded
+    # their models: this says when each has.
+    log.info("event=worker.process_ready pid=%s", os.getpid())
 
 
 @task_failure.connect(sender=run_post_processor)

@@ -91,6 +91,12 @@ class Registry:
         asked for, under its name, would be worse than failing."""
         return self._classes.get((model_type, model_id))
 
+    def calls_out(self, model_type: str, model_id: str = "") -> bool:
+        """Whether the model serving this type and id calls an external
+        provider: its jobs wait on the network, not on a core."""
+        model_class = self.model_class(model_type, model_id)
+        return model_class is not None and model_class.kind == "external"
+
     def get(
         self, model_type: str, model_id: str = "", registered: ModelSpec | None = None
     ) -> PostProcessorModel:

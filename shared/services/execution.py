@@ -18,7 +18,7 @@ from typing import Protocol
 from sqlalchemy import select
 
 from shared.db import database_now, session_scope
-from shared.errors import AppError
+from shared.inference import deadline
 from shared.inference.base import ModelOutput, PermanentError, TransientError
 from shared.inference.registry import get_registry
 from shared.models import PostProcessorJob
@@ -27,6 +27,10 @@ from shared.services import jobs
 from shared.settings import get_settings
 from shared.storage import get_storage
 
+# Raised by the worker's soft time limit (a process's) or by a model's own
+# bounded wait (a thread's): both end the attempt as a transient failure.
+OutOfTime = deadline.OutOfTime
+
 log = logging.getLogger("itemflow.jobs")
 
 
@@ -34,10 +38,6 @@ class Interrupted(BaseException):
     """Raised into a running model when its worker stops it at the end of a
     shutdown grace period. A BaseException, so that a model's own
     `except Exception` cannot swallow it."""
-
-
-class OutOfTime(AppError):
-    """The attempt ran into its soft time limit."""
 
 
 class RunControl(Protocol):
@@ -90,6 +90,46 @@ class Outcome:
     error: str = ""
 
 
+class InFlight:
+    """The runs this process holds a claim for. In a pool of threads nothing
+    can stop a run that waits on the network: at the end of a shutdown's
+    grace period the worker hands such runs back instead (`hand_back`)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[uuid.UUID, jobs.ClaimedJob] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def holding(self, claimed: jobs.ClaimedJob) -> Iterator[None]:
+        with self._lock:
+            self._runs[claimed.job_id] = claimed
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._runs.pop(claimed.job_id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._runs)
+
+    def hand_back(self) -> int:
+        """Put the jobs of the runs still going back to pending, sent again
+        for another worker, without counting their attempts. The runs go on
+        until their calls return, and then find their claims gone."""
+        with self._lock:
+            runs = list(self._runs.values())
+        handed = 0
+        for claimed in runs:
+            with session_scope() as session:
+                handed += jobs.put_back(session, claimed, still_running=True)
+        return handed
+
+
+# This process's runs (a pool process's one, or a pool of threads' many).
+in_flight = InFlight()
+
+
 def run_job(job_id: uuid.UUID, control: RunControl = UNSUPERVISED) -> Outcome:
     with session_scope() as session:
         claimed = jobs.claim_job(session, job_id)
@@ -98,12 +138,23 @@ def run_job(job_id: uuid.UUID, control: RunControl = UNSUPERVISED) -> Outcome:
         # stale message, dropped without error.
         log.info("event=job.skipped job_id=%s", job_id)
         return Outcome(RunOutcome.SKIPPED)
+    with in_flight.holding(claimed):
+        return _run_claimed(claimed, control)
+
+
+def _run_claimed(claimed: jobs.ClaimedJob, control: RunControl) -> Outcome:
+    job_id = claimed.job_id
     context = f"job_id={job_id} item_id={claimed.item.id} attempt={claimed.attempt}"
     log.info("event=job.started %s model_type=%s", context, claimed.config.model_type)
+    soft, hard = get_settings().time_limits_for(claimed.config.model_type)
     started = time.monotonic()
     try:
         # The heartbeat stops before any outcome is recorded below.
-        with lease_kept(claimed, context), control.attempt():
+        with (
+            lease_kept(claimed, context, hard),
+            control.attempt(),
+            deadline.attempt_lasting(soft),
+        ):
             output = _run_model(claimed, control)
     except PermanentError as error:
         return _record_failure(claimed, context, str(error), transient=False)
@@ -159,14 +210,18 @@ def abandon_timed_out(job_id: uuid.UUID, seconds: float) -> str | None:
 
 
 @contextmanager
-def lease_kept(claimed: jobs.ClaimedJob, context: str = "") -> Iterator[None]:
+def lease_kept(
+    claimed: jobs.ClaimedJob, context: str = "", hard_limit: float | None = None
+) -> Iterator[None]:
     """Renew the job's lease every `job_heartbeat_seconds` from a thread
     while the body runs, so that the reaper leaves the job to this worker as
-    long as its process lives. The thread has ended when this returns."""
+    long as its process lives, and no longer than `hard_limit` seconds. The
+    thread has ended when this returns."""
     stopping = threading.Event()
+    renew_until = time.monotonic() + hard_limit if hard_limit is not None else None
     heartbeat = threading.Thread(
         target=_heartbeat,
-        args=(claimed, context or f"job_id={claimed.job_id}", stopping),
+        args=(claimed, context or f"job_id={claimed.job_id}", stopping, renew_until),
         name=f"lease-{claimed.job_id}",
         # A process ending mid-run (a hard time limit) must not wait for it.
         daemon=True,
@@ -181,9 +236,18 @@ def lease_kept(claimed: jobs.ClaimedJob, context: str = "") -> Iterator[None]:
         heartbeat.join(timeout=5)
 
 
-def _heartbeat(claimed: jobs.ClaimedJob, context: str, stopping: threading.Event) -> None:
+def _heartbeat(
+    claimed: jobs.ClaimedJob, context: str, stopping: threading.Event, renew_until: float | None
+) -> None:
     interval = get_settings().job_heartbeat_seconds
     while not stopping.wait(interval):
+        if renew_until is not None and time.monotonic() > renew_until:
+            # Past the hard time limit. A pool process would have been
+            # killed by now; a thread cannot be, so its lease runs out and
+            # the reaper counts the attempt, and the run's late outcome, if
+            # it ever comes, finds the claim gone.
+            log.warning("event=job.past_hard_limit %s; the lease is left to run out", context)
+            return
         try:
             # A session of its own: the run holds no transaction open.
             with session_scope() as session:

@@ -78,35 +78,29 @@ def create_jobs_for_upload(session: Session, item: DatasetItem) -> list[PostProc
     session.add_all(created)
     session.flush()
     for job, post_processor in zip(created, post_processors, strict=True):
-        enqueue_after_commit(session, job, post_processor.name, post_processor.model_type)
+        enqueue_after_commit(session, job, post_processor)
     return created
 
 
 def enqueue_after_commit(
-    session: Session,
-    job: PostProcessorJob,
-    post_processor_name: str,
-    model_type: str,
-    countdown: float = 0,
+    session: Session, job: PostProcessorJob, post_processor: PostProcessor, countdown: float = 0
 ) -> None:
-    _send_after_commit(
-        session, job.id, job.dataset_item_id, post_processor_name, model_type, countdown
-    )
+    _send_after_commit(session, job.id, job.dataset_item_id, post_processor, countdown)
 
 
 def _send_after_commit(
     session: Session,
     job_id: uuid.UUID,
     item_id: uuid.UUID,
-    post_processor_name: str,
-    model_type: str,
+    post_processor: PostProcessor | PostProcessorConfig,
     countdown: float,
 ) -> None:
     message = queue.JobMessage(
         job_id=str(job_id),
         item_id=str(item_id),
-        post_processor=post_processor_name,
-        model_type=model_type,
+        post_processor=post_processor.name,
+        model_type=post_processor.model_type,
+        model_id=post_processor.model_id,
     )
     after_commit(session, lambda: queue.send_soon(message, countdown))
 
@@ -261,24 +255,29 @@ def fail_attempt(
     return backoff
 
 
-def put_back(session: Session, job: ClaimedJob) -> bool:
+def put_back(session: Session, job: ClaimedJob, still_running: bool = False) -> bool:
     """Return a job whose run its worker stopped on shutdown to pending, and
     send it again. The stopped run does not count as an attempt: it was not
     the job's fault. False when this run no longer holds the job.
 
-    Taking the attempt number back is safe because the run is over and
-    writes nothing more, so the next claim, which gets the same number, is
-    the only run with it. (A heartbeat that outlived its 5 s join could at
-    most renew that next claim's lease once.)"""
+    Taking the attempt number back is safe when the run is over and writes
+    nothing more, so the next claim, which gets the same number, is the only
+    run with it. (A heartbeat that outlived its 5 s join could at most renew
+    that next claim's lease once.) A run `still_running` (a thread that
+    cannot be stopped) keeps its number, so that its late outcome never
+    matches the next claim: the job gets one more attempt instead."""
+    if still_running:
+        counted = {"max_attempts": PostProcessorJob.max_attempts + 1}
+        stopped = "was still running when its worker shut down"
+    else:
+        counted = {"attempts": PostProcessorJob.attempts - 1}
+        stopped = "was stopped by a worker shutdown"
     released = _release(
         session,
         _guard(job),
         status=JobStatus.PENDING.value,
-        attempts=PostProcessorJob.attempts - 1,
-        error=(
-            f"Attempt {job.attempt} was stopped by a worker shutdown and put back; "
-            "it does not count."
-        ),
+        error=f"Attempt {job.attempt} {stopped} and put back; it does not count.",
+        **counted,
     )
     if not released:
         return False
@@ -288,9 +287,7 @@ def put_back(session: Session, job: ClaimedJob) -> bool:
 
 def _send_again_after_commit(session: Session, job: ClaimedJob, countdown: float = 0) -> None:
     """A claimed job's message, from what the claim read: no query."""
-    _send_after_commit(
-        session, job.job_id, job.item.id, job.config.name, job.config.model_type, countdown
-    )
+    _send_after_commit(session, job.job_id, job.item.id, job.config, countdown)
 
 
 def abandon_attempt(
@@ -342,8 +339,7 @@ def abandon_attempt(
     )
     if backoff is None:
         return JobStatus.FAILED.value
-    post_processor = job.post_processor
-    enqueue_after_commit(session, job, post_processor.name, post_processor.model_type, backoff)
+    enqueue_after_commit(session, job, job.post_processor, backoff)
     return JobStatus.PENDING.value
 
 
@@ -390,5 +386,5 @@ def retry_job(
     if retried is None:
         raise Conflict("The job is being retried already.")
     session.refresh(job)
-    enqueue_after_commit(session, job, job.post_processor.name, job.post_processor.model_type)
+    enqueue_after_commit(session, job, job.post_processor)
     return job

@@ -57,7 +57,7 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
             & (PostProcessorJob.started_at < without_lease_before),
         ),
     )
-    for job, _name, _model_type in lost:
+    for job, _post_processor in lost:
         # Guarded by the attempt and the lease read here: a worker that
         # finished, or renewed its lease late, in the meantime keeps its job.
         status = abandon_attempt(
@@ -80,7 +80,7 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
         PostProcessorJob.status == JobStatus.PENDING.value,
         PostProcessorJob.updated_at < quiet_before,
     )
-    for job, post_processor_name, model_type in stuck:
+    for job, post_processor in stuck:
         touched = session.execute(
             update(PostProcessorJob)
             .where(
@@ -94,7 +94,7 @@ def sweep(session: Session, now: datetime | None = None) -> Swept:
         if touched is not None:
             log.warning("event=job.resent job_id=%s item_id=%s", job.id, job.dataset_item_id)
             swept.resent += 1
-            enqueue_after_commit(session, job, post_processor_name, model_type)
+            enqueue_after_commit(session, job, post_processor)
     return swept
 
 
@@ -104,13 +104,12 @@ def remove_left_over_files() -> int:
     return files.remove_left_over(utcnow() - REMOVAL_GRACE)
 
 
-def _jobs(session: Session, *conditions: Any) -> list[tuple[PostProcessorJob, str, str]]:
-    """Up to a batch of jobs, with their post-processor's name and model type
-    for the message."""
+def _jobs(session: Session, *conditions: Any) -> list[tuple[PostProcessorJob, PostProcessor]]:
+    """Up to a batch of jobs, with their post-processor for the message."""
     rows = session.execute(
-        select(PostProcessorJob, PostProcessor.name, PostProcessor.model_type)
+        select(PostProcessorJob, PostProcessor)
         .join(PostProcessor, PostProcessor.id == PostProcessorJob.post_processor_id)
         .where(*conditions)
         .limit(BATCH)
     )
-    return [(job, name, model_type) for job, name, model_type in rows]
+    return [(job, post_processor) for job, post_processor in rows]

@@ -23,12 +23,21 @@ def children_of(pid: int) -> list[int]:
     return [int(child) for child in found.split()]
 
 
-def alive(pid: int) -> bool:
+def command_of(pid: int) -> str:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"
+
+
+def alive(pid: int) -> bool:
+    """Running: a zombie has exited, only no one has reaped it yet (its
+    parent `up` is gone, and what adopts it may reap it late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.mark.parametrize(
@@ -72,7 +81,7 @@ def test_up_runs_everything_embedded_and_stopping_it_stops_all(tmp_path, stop_si
         assert (answer.status_code, answer.json()) == (200, [])
         assert httpx.get(f"http://127.0.0.1:{api_port}/readyz").json()["status"] == "ok"
         children = children_of(up.pid)
-        assert len(children) == 4  # api, worker, flower, reaper
+        assert len(children) == 5  # api, worker, io worker, flower, reaper
         assert (tmp_path / "var" / "itemflow.db").exists()
     finally:
         up.send_signal(stop_signal)
@@ -80,5 +89,5 @@ def test_up_runs_everything_embedded_and_stopping_it_stops_all(tmp_path, stop_si
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [pid for pid in children if alive(pid)]
+    assert not [command_of(pid) for pid in children if alive(pid)]
     assert up.returncode == (-signal.SIGKILL if stop_signal == signal.SIGKILL else 0)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from shared.broker import MODEL_TYPES, celery_app, celery_config, make_celery, queue_for
+from shared.broker import QUEUES, celery_app, celery_config, make_celery, queue_for
 from shared.settings import Settings
 from tests.fixtures import ROOT
 
@@ -31,9 +31,9 @@ def test_the_visibility_timeout_is_a_setting(tmp_path):
     assert config["broker_transport_options"]["visibility_timeout"] == 7200
 
 
-def test_each_model_type_has_a_queue_of_its_own():
+def test_each_model_type_has_a_queue_of_its_own_and_the_external_calls_one():
     settings = Settings(queue_name="itemflow")
-    assert [queue_for(model_type, settings) for model_type in MODEL_TYPES] == [
+    assert [queue_for(name, settings) for name in QUEUES] == [
         "itemflow.stt",
         "itemflow.stt-diarization",
         "itemflow.classification",
@@ -41,6 +41,7 @@ def test_each_model_type_has_a_queue_of_its_own():
         "itemflow.ner",
         "itemflow.ocr",
         "itemflow.llm",
+        "itemflow.external",
     ]
 
 
@@ -75,8 +76,7 @@ def test_the_embedded_broker_binds_each_job_queue_whole_before_anything_sends(tm
     control = tmp_path / "broker" / "control"
     files = {path.name: json.loads(path.read_text()) for path in control.iterdir()}
     assert files == {
-        f"fresh.{model_type}.exchange": [[f"fresh.{model_type}", "", f"fresh.{model_type}"]]
-        for model_type in MODEL_TYPES
+        f"fresh.{name}.exchange": [[f"fresh.{name}", "", f"fresh.{name}"]] for name in QUEUES
     }
 
     app = make_celery(settings)
@@ -107,7 +107,7 @@ def test_on_rabbitmq_every_queue_is_declared_durable_quorum_on_a_topic_exchange(
     delayed delivery can route a back-off's message back to its queue."""
     settings = Settings(var_dir=tmp_path, broker_url=RABBITMQ, queue_name="site")
     queues = make_celery(settings).amqp.queues
-    for name in ["site", *(queue_for(model_type, settings) for model_type in MODEL_TYPES)]:
+    for name in ["site", *(queue_for(queue, settings) for queue in QUEUES)]:
         queue = queues[name]
         assert queue.queue_arguments == {"x-queue-type": "quorum"}, name
         assert queue.durable and not queue.auto_delete, name
@@ -125,8 +125,55 @@ def test_a_job_message_goes_to_its_model_types_queue_also_when_celery_resends_it
     assert named["queue"].name == "site.llm"
 
 
+@pytest.mark.parametrize(
+    ("model_type", "model_id", "queue"),
+    [
+        ("llm", "", "site.external"),
+        ("ner", "llm", "site.external"),
+        ("ner", "", "site.ner"),
+        ("llm", "no-such-model", "site.llm"),  # fails at once, on any worker
+    ],
+)
+def test_the_jobs_of_models_that_call_a_provider_go_to_the_external_queue(
+    tmp_path, model_type, model_id, queue
+):
+    """They wait on the network: a worker's pool of threads runs many at once."""
+    settings = Settings(var_dir=tmp_path, broker_url=RABBITMQ, queue_name="site")
+    router = make_celery(settings).amqp.router
+    message = {"job_id": "j", "model_type": model_type, "model_id": model_id}
+    assert router.route({}, "itemflow.run_post_processor", (), message)["queue"].name == queue
+
+
 def test_on_rabbitmq_a_queue_name_must_be_one_routing_word(tmp_path):
     for name in ("site.eu", "site*", "site#"):
         with pytest.raises(ValueError, match="QUEUE_NAME"):
             Settings(var_dir=tmp_path, broker_url=RABBITMQ, queue_name=name)
     Settings(var_dir=tmp_path, broker_url="redis://host:6379/0", queue_name="site.eu")
+
+
+def test_on_the_embedded_broker_a_message_appears_in_its_queue_only_whole(tmp_path, monkeypatch):
+    """kombu's filesystem transport creates a message's file, then writes
+    it: a worker listing the folder in between took it empty, and its
+    consumer stopped on the JSONDecodeError."""
+    from kombu.transport import filesystem as kombu_filesystem
+
+    from shared import embedded_broker
+
+    queue = tmp_path / "broker" / "queue"
+    visible_while_written: list[str] = []
+
+    def look_while_writing(payload):
+        visible_while_written.extend(path.name for path in queue.glob("*.msg"))
+        return json.dumps(payload)
+
+    # Whichever transport writes it, kombu's or ours.
+    monkeypatch.setattr(kombu_filesystem, "dumps", look_while_writing)
+    monkeypatch.setattr(embedded_broker, "dumps", look_while_writing)
+    app = make_celery(Settings(var_dir=tmp_path, broker_url="", queue_name="whole"))
+
+    app.send_task("itemflow.run_post_processor", kwargs={"job_id": "j"}, queue="whole.ocr")
+
+    assert visible_while_written == []
+    [message] = queue.iterdir()
+    assert message.name.endswith(".whole.ocr.msg")
+    assert json.loads(message.read_text())["headers"]["task"] == "itemflow.run_post_processor"

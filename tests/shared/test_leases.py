@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import delete, update
 
 from shared.db import session_scope
+from shared.inference.base import ModelOutput
 from shared.models import JobStatus, PostProcessorJob, utcnow
 from shared.services import jobs
 from shared.services.execution import abandon_timed_out, lease_kept
@@ -38,6 +40,11 @@ def set_times(job_id, **seconds_from_now):
         session.execute(
             update(PostProcessorJob).where(PostProcessorJob.id == job_id).values(**values)
         )
+
+
+def forget(job_id):
+    with session_scope() as session:
+        session.execute(delete(PostProcessorJob).where(PostProcessorJob.id == job_id))
 
 
 def set_lease(job_id, seconds_from_now):
@@ -79,6 +86,26 @@ def test_the_heartbeat_renews_the_lease_while_the_model_runs(monkeypatch):
     assert (renewed.status, renewed.attempts) == ("processing", 1)
     # The heartbeat has stopped by the time the run records its outcome.
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("lease-")]
+
+
+def test_the_heartbeat_stops_at_the_hard_time_limit(monkeypatch):
+    """A thread cannot be killed at the hard limit as a pool process is: its
+    lease is left to run out, and the reaper takes the job back."""
+    monkeypatch.setattr(get_settings(), "job_heartbeat_seconds", 0.05)
+    job, _item, _version = make_job()
+    claimed = claim(job.id)
+
+    with lease_kept(claimed, hard_limit=0.2):
+        # While the run goes on, the heartbeat ends...
+        wait_until(
+            lambda: not [t for t in threading.enumerate() if t.name.startswith("lease-")], 10
+        )
+        # ...and renews no more.
+        set_lease(job.id, 1)
+        short = row(job.id).lease_expires_at
+        time.sleep(0.3)
+        assert row(job.id).lease_expires_at == short
+    forget(job.id)  # its lease runs out in a second: no other test's reaper must see it
 
 
 def test_the_reaper_takes_back_a_job_whose_lease_ran_out(sent):
@@ -198,6 +225,27 @@ def test_a_run_stopped_by_a_shutdown_is_put_back_without_counting(sent):
     assert [message.job_id for message in sent] == [str(job.id)] * 2
     # The next claim gets attempt 2 again.
     assert claim(job.id).attempt == 2
+
+
+def test_a_run_still_going_is_put_back_with_one_more_attempt_not_its_number(sent):
+    """A thread that cannot be stopped keeps running after its job is put
+    back: the next claim must not get its attempt number, or the late
+    outcome would pass the guard."""
+    job, _item, _version = make_job()
+    still_running = claim(job.id)
+
+    with session_scope() as session:
+        assert jobs.put_back(session, still_running, still_running=True)
+
+    put_back = row(job.id)
+    assert (put_back.status, put_back.attempts, put_back.max_attempts) == ("pending", 1, 4)
+    assert "Attempt 1 was still running when its worker shut down" in put_back.error
+    assert [message.job_id for message in sent] == [str(job.id)]
+    assert claim(job.id).attempt == 2
+    with session_scope() as session:
+        assert not jobs.complete_job(session, still_running, ModelOutput(raw="late"))
+    assert row(job.id).status == "processing"
+    forget(job.id)
 
 
 def test_a_stale_run_cannot_put_the_job_back(sent):

@@ -15,4 +15,4 @@ def test_a_worker_for_unknown_model_types_refuses_to_start(capsys):
     from shared.cli import main
 
     assert main(["worker", "--queues", "ocr,speech"]) == 2
-    assert "unknown model types ['speech']" in capsys.readouterr().err
+    assert "unknown queues ['speech']" in capsys.readouterr().err

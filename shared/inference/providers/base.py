@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from shared.inference import deadline
 from shared.inference.base import PermanentError, TransientError
 from shared.inference.providers.egress import AddressRefused, guarded_client, tls_context
 from shared.inference.providers.options import Options
@@ -107,7 +108,9 @@ class Provider(ABC):
     def _send(
         self, path: str, headers: dict[str, str], body: dict[str, Any]
     ) -> tuple[int, httpx.Headers, bytes]:
-        timeout = self.options.timeout_s
+        # Bounded by the attempt's soft time limit too: in a pool of threads
+        # nothing else would end a call that outlives it.
+        timeout, by_the_limit = deadline.bounded(self.options.timeout_s)
         try:
             # A client per call: the model object lives in a prefork worker
             # and an LLM answer takes far longer than a new connection.
@@ -116,6 +119,9 @@ class Provider(ABC):
                 with client.stream("POST", url, headers=headers, json=body) as response:
                     content = bytearray()
                     for chunk in response.iter_bytes():
+                        # Each read has its timeout; a server that trickles
+                        # its answer must not outlive the attempt either.
+                        deadline.check()
                         content += chunk
                         if len(content) > MAX_ANSWER_BYTES:
                             raise PermanentError(
@@ -126,6 +132,8 @@ class Provider(ABC):
         except AddressRefused as error:
             raise PermanentError(f"{self.where}: {error}.") from None
         except httpx.TimeoutException:
+            if by_the_limit:
+                raise deadline.OutOfTime("the soft time limit") from None
             raise TransientError(f"{self.where}: no answer within {timeout:g} s.") from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
             raise PermanentError(

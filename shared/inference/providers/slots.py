@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from shared.inference import deadline
+
 # How often a call waiting for a slot looks again: a provider call lasts
 # seconds, so this costs the waiting call little.
 POLL_SECONDS = 0.05
@@ -49,4 +51,6 @@ def call_slot(folder: Path, provider: str, limit: int | None) -> Iterator[None]:
             finally:
                 os.close(descriptor)  # and the lock with it
             return
+        # Waiting for a slot is part of the attempt: it ends with it.
+        deadline.check()
         time.sleep(POLL_SECONDS)

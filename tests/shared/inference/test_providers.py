@@ -12,8 +12,11 @@ from email.utils import formatdate
 
 import pytest
 
+from shared.inference import deadline
 from shared.inference.base import PermanentError, TransientError
+from shared.inference.deadline import OutOfTime
 from shared.inference.providers import Image, connect
+from shared.inference.providers.slots import call_slot
 from tests.shared.inference.fake_llm_server import (
     ANSWERS,
     ERROR_BODIES,
@@ -111,6 +114,38 @@ def test_a_timeout_is_transient(protocol: str, fake: FakeProvider) -> None:
     started = time.monotonic()
     with pytest.raises(TransientError, match="no answer within 0.2 s"):
         client(protocol, fake, timeout_s=0.2).complete("Hi")
+    assert time.monotonic() - started < 0.9
+
+
+def test_a_call_waits_no_longer_than_the_attempt_has_left(
+    protocol: str, fake: FakeProvider
+) -> None:
+    """In a pool of threads nothing interrupts a call at the soft time
+    limit: the call bounds its own wait, and says the attempt ran out."""
+    fake.replies.append(Reply(delay=1.0, body=ANSWERS[protocol]("late")))
+    started = time.monotonic()
+    with deadline.attempt_lasting(0.2), pytest.raises(OutOfTime):
+        client(protocol, fake, timeout_s=30).complete("Hi")
+    assert time.monotonic() - started < 0.9
+
+
+def test_a_call_whose_attempt_has_no_time_left_is_not_sent(
+    protocol: str, fake: FakeProvider
+) -> None:
+    with deadline.attempt_lasting(0), pytest.raises(OutOfTime):
+        client(protocol, fake).complete("Hi")
+    assert fake.requests == []
+
+
+def test_a_call_waiting_for_a_providers_slot_ends_with_its_attempt(tmp_path) -> None:
+    with call_slot(tmp_path, "openai", 1):  # the only slot, taken
+        started = time.monotonic()
+        with (
+            deadline.attempt_lasting(0.2),
+            pytest.raises(OutOfTime),
+            call_slot(tmp_path, "openai", 1),
+        ):
+            pytest.fail("the slot was taken")
     assert time.monotonic() - started < 0.9
 
 
