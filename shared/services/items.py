@@ -115,7 +115,7 @@ def create_item(
     item.splits = splits
     session.add(item)
     session.flush()
-    return load_item(session, user_id, dataset_id, version_id, item.id)
+    return reloaded(session, DatasetItem, item.id, *_ITEM_LOAD)
 
 
 def update_item(
@@ -134,7 +134,7 @@ def update_item(
     if splits is not None:
         item.splits = _splits_of_version(session, version_id, body.splits)
         session.flush()
-    return load_item(session, user_id, dataset_id, version_id, item_id)
+    return reloaded(session, DatasetItem, item_id, *_ITEM_LOAD)
 
 
 def _bump_version(
@@ -220,7 +220,8 @@ def attach_file(
     )
     if old_key and old_key != staged.key:
         files.delete_after_commit(session, [old_key])
-    return load_item(session, user_id, dataset_id, version_id, item_id)
+    # Found above, under a lock: only read again for the answer.
+    return reloaded(session, DatasetItem, item_id, *_ITEM_LOAD)
 
 
 def stored_file(

@@ -123,12 +123,21 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
             updated_at=now,
             lease_expires_at=_lease_from(now),
         )
-        .returning(PostProcessorJob.attempts, PostProcessorJob.max_attempts)
+        .returning(
+            PostProcessorJob.attempts,
+            PostProcessorJob.max_attempts,
+            PostProcessorJob.dataset_item_id,
+            PostProcessorJob.post_processor_id,
+        )
     ).one_or_none()
     if claimed is None:
         return None
-    job = session.get_one(PostProcessorJob, job_id)
-    item, post_processor = job.item, job.post_processor
+    # Both rows in one query, not the job and then each relation lazily.
+    item, post_processor = session.execute(
+        select(DatasetItem, PostProcessor)
+        .join(PostProcessor, PostProcessor.id == claimed.post_processor_id)
+        .where(DatasetItem.id == claimed.dataset_item_id)
+    ).one()
     label_names = session.scalars(
         select(Label.name).where(Label.version_id == item.version_id).order_by(Label.index)
     ).all()

@@ -188,8 +188,11 @@ def add_model(
 
 def registered_spec(session: Session, model_type: str, model_id: str) -> ModelSpec | None:
     """What a worker needs to run the registered model a post-processor
-    names, if one of that kind is registered under `model_id`."""
+    names, if one of that kind is registered under `model_id`. None, with
+    no query, where a packaged model serves the name: that one runs."""
     if model_type not in KINDS or not model_id:
+        return None
+    if get_registry().model_class(model_type, model_id) is not None:
         return None
     row = session.scalar(
         select(OnnxModel).where(OnnxModel.name == model_id, OnnxModel.kind == model_type)

@@ -3,6 +3,7 @@ Bodies that are refused, or need care, are in test_upload_bodies.py."""
 
 import hashlib
 import io
+import socket
 import uuid
 import wave
 from concurrent.futures import ThreadPoolExecutor
@@ -140,10 +141,31 @@ def test_concurrent_uploads_with_the_same_if_match_keep_one_file(client, dataset
     assert download.content == f"upload {winner}".encode()
 
 
-def test_upload_to_an_unknown_item_is_404(client, dataset):
+def test_upload_to_an_unknown_item_is_404_and_keeps_nothing(client, dataset):
     path = f"{item_path(dataset, {'id': uuid.uuid4()})}/upload"
+    before = stored_files()
 
     problem(client.post(path, files={"file": ("a.txt", b"text")}), 404)
+
+    assert stored_files() == before
+
+
+def test_a_large_upload_to_an_unknown_item_is_404_before_its_body_is_sent(client, dataset):
+    """Only the headers go out: the answer comes without waiting for the
+    5 MiB the request declares."""
+    path = f"/api/v1{item_path(dataset, {'id': uuid.uuid4()})}/upload"
+    url = httpx.URL(str(client.base_url))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\n"
+        f"Authorization: {client.headers['authorization']}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {5 * 2**20}\r\n\r\n"
+    )
+    with socket.create_connection((url.host, url.port), timeout=10) as connection:
+        connection.sendall(head.encode())
+        answer = connection.recv(4096).decode()
+
+    assert answer.startswith("HTTP/1.1 404"), answer
 
 
 # --- download ---------------------------------------------------------------
