@@ -194,7 +194,8 @@ item_splits = Table(
 
 class DatasetItem(Timestamped, Base):
     __tablename__ = "dataset_items"
-    __table_args__ = (Index("ix_dataset_items_version_created", "version_id", "created_at"),)
+    # The items list's order, whole (migration 0006 says why).
+    __table_args__ = (Index("ix_dataset_items_version_order", "version_id", "created_at", "id"),)
 
     version_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("dataset_versions.id", ondelete="CASCADE")
@@ -274,7 +275,7 @@ class PostProcessorJob(Timestamped, Base):
     __tablename__ = "post_processor_jobs"
     __table_args__ = (
         Index("ix_jobs_dataset_status", "dataset_id", "status"),
-        Index("ix_jobs_item", "dataset_item_id"),
+        Index("ix_jobs_item_status", "dataset_item_id", "status"),
         Index("ix_jobs_status_updated", "status", "updated_at"),
     )
 

@@ -25,8 +25,7 @@ JOB_STATUS = Query("job_status", JobStatus)
 @endpoint(ItemWithJobStatus, query=(SPLIT_ID, JOB_STATUS))
 def list_items(c: Context) -> Listing:
     rows, total = items.list_items(c.session, c.user_id, **c.ids, page=c.page, **c.query)
-    counts = items.job_counts(c.session, [item.id for item in rows])
-    return Listing([with_job_status(item, counts[item.id]) for item in rows], total)
+    return Listing([with_job_status(item, counts) for item, counts in rows], total)
 
 
 create_item = row_endpoint(ItemPublic, items.create_item, body=ItemCreate, status=201)
