@@ -273,18 +273,32 @@ def run_worker(name: str = "celery@%h", model_types: str = "", pool: str = "pref
     # stops the worker at start-up instead of failing its first job.
     get_registry()
     report_unavailable(log)
-    from shared.broker import QUEUES, queue_for
+    from shared.broker import EXTERNAL, QUEUES, queue_for
 
     wanted = [part.strip() for part in model_types.split(",") if part.strip()] or QUEUES
     unknown = sorted(set(wanted) - set(QUEUES))
     if unknown:
         print(f"unknown queues {unknown}; known: {', '.join(QUEUES)}", file=sys.stderr)
         return 2
+    if "llm" in wanted and EXTERNAL not in wanted:
+        log.warning(
+            "the jobs of llm (and of ner with model_id llm) go to the %r queue: "
+            "add it to --queues, or run `itemflow worker --queues %s --pool threads`",
+            EXTERNAL,
+            EXTERNAL,
+        )
     queues = ",".join(queue_for(model_type) for model_type in wanted)
     settings = get_settings()
     options = [f"--pool={pool}"]
     if pool == "threads":
         options.append(f"--concurrency={settings.io_worker_concurrency}")
+        # What each prefork process does as it starts (worker/tasks.py),
+        # which no pool of threads signals: only the cleanup applies, since
+        # its models load on first use.
+        if settings.is_s3_storage:
+            from shared.storage.s3 import remove_stale_downloads
+
+            remove_stale_downloads(settings.longest_time_limit + 60)
     celery_app.worker_main(
         [
             "worker",

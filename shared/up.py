@@ -96,16 +96,23 @@ def up(workers: int = 1) -> int:
 def _spawn_children(workers: int) -> dict[str, subprocess.Popen[bytes]]:
     from shared.broker import EXTERNAL, MODEL_TYPES
 
+    cpu_queues = ",".join(name for name in MODEL_TYPES if name != "llm")
     commands = {"api": ["api"], "flower": ["flower"], "reaper": ["reaper"]}
     for number in range(1, workers + 1):
         commands[f"worker {number}"] = [
             "worker",
             f"--name=worker{number}@%h",
-            f"--queues={','.join(MODEL_TYPES)}",
+            f"--queues={cpu_queues}",
         ]
     # The jobs that wait on an external provider, many at once in threads,
-    # not each in a process of its own.
-    commands["io worker"] = ["worker", "--name=io@%h", f"--queues={EXTERNAL}", "--pool=threads"]
+    # not each in a process of its own (and what an older version left in
+    # the llm queue).
+    commands["io worker"] = [
+        "worker",
+        "--name=io@%h",
+        f"--queues={EXTERNAL},llm",
+        "--pool=threads",
+    ]
     # Each child in a session of its own: Ctrl-C reaches only `up`, which
     # then stops the children once, instead of every child getting the
     # terminal's SIGINT and then our SIGTERM on top.

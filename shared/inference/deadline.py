@@ -24,6 +24,11 @@ class OutOfTime(AppError):
     """The attempt ran into its soft time limit."""
 
 
+class NoSlotInTime(OutOfTime):
+    """The attempt's time ran out while it waited for one of a provider's
+    call slots, before any call: the backlog's, not the job's."""
+
+
 @contextmanager
 def attempt_lasting(seconds: float) -> Iterator[None]:
     """The body is an attempt that must end within `seconds`."""

@@ -107,7 +107,10 @@ class InFlight:
             yield
         finally:
             with self._lock:
-                self._runs.pop(claimed.job_id, None)
+                # Only this run's entry: a later claim of the same job (this
+                # one's lease lapsed) may have taken the key meanwhile.
+                if self._runs.get(claimed.job_id) is claimed:
+                    del self._runs[claimed.job_id]
 
     def __len__(self) -> int:
         with self._lock:
@@ -115,8 +118,9 @@ class InFlight:
 
     def hand_back(self) -> int:
         """Put the jobs of the runs still going back to pending, sent again
-        for another worker, without counting their attempts. The runs go on
-        until their calls return, and then find their claims gone."""
+        for another worker, without counting their attempts. The runs are
+        not stopped (the worker then exits); had one gone on, its outcome
+        would have found its claim gone."""
         with self._lock:
             runs = list(self._runs.values())
         handed = 0
@@ -162,6 +166,15 @@ def _run_claimed(claimed: jobs.ClaimedJob, control: RunControl) -> Outcome:
         return _record_failure(
             claimed, context, str(error), transient=True, retry_after=error.retry_after
         )
+    except deadline.NoSlotInTime:
+        # Queued behind the operator's max_concurrency for the provider:
+        # back to the broker, the attempt not counted, as a shutdown's.
+        with session_scope() as session:
+            put_back = jobs.put_back(
+                session, claimed, reason="ran out of time waiting for a provider's call slot"
+            )
+        log.warning("event=job.put_back %s reason=no_slot held=%s", context, put_back)
+        return Outcome(RunOutcome.PUT_BACK if put_back else RunOutcome.SKIPPED, claimed.attempt)
     except OutOfTime:
         return _record_failure(claimed, context, "The job ran out of time.", transient=True)
     except Interrupted:
@@ -244,8 +257,9 @@ def _heartbeat(
         if renew_until is not None and time.monotonic() > renew_until:
             # Past the hard time limit. A pool process would have been
             # killed by now; a thread cannot be, so its lease runs out and
-            # the reaper counts the attempt, and the run's late outcome, if
-            # it ever comes, finds the claim gone.
+            # the reaper counts the attempt. An outcome that comes after the
+            # reaper's sweep finds the claim gone; one that comes before it
+            # still counts, as it would have within the limit.
             log.warning("event=job.past_hard_limit %s; the lease is left to run out", context)
             return
         try:

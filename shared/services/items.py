@@ -49,7 +49,7 @@ def list_items(
 ) -> tuple[list[tuple[DatasetItem, JobCounts]], int]:
     """A page of the version's items with their job counts, and how many
     items there are in all: in two queries (the page with its splits, counts
-    and total; its annotations), or four for a page past the end."""
+    and total; its annotations), or three for a page past the end."""
     conditions = [DatasetItem.version_id == version_id]
     if split_id is not None:
         conditions.append(DatasetItem.splits.any(DatasetSplit.id == split_id))

@@ -264,7 +264,9 @@ def fail_attempt(
     return backoff
 
 
-def put_back(session: Session, job: ClaimedJob, still_running: bool = False) -> bool:
+def put_back(
+    session: Session, job: ClaimedJob, still_running: bool = False, reason: str = ""
+) -> bool:
     """Return a job whose run its worker stopped on shutdown to pending, and
     send it again. The stopped run does not count as an attempt: it was not
     the job's fault. False when this run no longer holds the job.
@@ -277,15 +279,15 @@ def put_back(session: Session, job: ClaimedJob, still_running: bool = False) -> 
     matches the next claim: the job gets one more attempt instead."""
     if still_running:
         counted = {"max_attempts": PostProcessorJob.max_attempts + 1}
-        stopped = "was still running when its worker shut down"
+        stopped = reason or "was still running when its worker shut down"
     else:
         counted = {"attempts": PostProcessorJob.attempts - 1}
-        stopped = "was stopped by a worker shutdown"
+        stopped = reason or "was stopped by a worker shutdown"
     released = _release(
         session,
         _guard(job),
         status=JobStatus.PENDING.value,
-        error=f"Attempt {job.attempt} {stopped} and put back; it does not count.",
+        error=f"Attempt {job.attempt} {stopped}; it was put back and does not count.",
         **counted,
     )
     if not released:

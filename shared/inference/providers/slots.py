@@ -51,6 +51,9 @@ def call_slot(folder: Path, provider: str, limit: int | None) -> Iterator[None]:
             finally:
                 os.close(descriptor)  # and the lock with it
             return
-        # Waiting for a slot is part of the attempt: it ends with it.
-        deadline.check()
+        # The wait ends with the attempt's time, but costs the job no
+        # attempt: it made no call (see the job runner).
+        left = deadline.time_left()
+        if left is not None and left <= 0:
+            raise deadline.NoSlotInTime(f"no call slot of {provider!r} came free in time")
         time.sleep(POLL_SECONDS)

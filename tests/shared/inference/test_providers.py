@@ -142,7 +142,7 @@ def test_a_call_waiting_for_a_providers_slot_ends_with_its_attempt(tmp_path) -> 
         started = time.monotonic()
         with (
             deadline.attempt_lasting(0.2),
-            pytest.raises(OutOfTime),
+            pytest.raises(deadline.NoSlotInTime),
             call_slot(tmp_path, "openai", 1),
         ):
             pytest.fail("the slot was taken")
