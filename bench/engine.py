@@ -38,7 +38,9 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -164,33 +166,61 @@ print(started)
 """
 
 
+@dataclass(frozen=True)
+class Running:
+    """itemflow as `itemflow` started it."""
+
+    base: str  # the API's address
+    headers: dict[str, str]  # a new user's
+    api: int  # process ids
+    worker: int | None
+
+
 @contextmanager
-def itemflow(env: dict[str, str], name: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """`itemflow api` and a worker for the no-op model, for a new user:
-    the API's address and the user's headers."""
+def itemflow(env: dict[str, str], name: str, worker: bool = True) -> Iterator[Running]:
+    """`itemflow api`, and a worker for the no-op model unless `worker` is
+    false, for a new user."""
     env = {**env, "POST_PROCESSORS": "bench.noop:NoopModel"}
     key = subprocess.run(
         [*CLI, "users", "create", f"{name}-{uuid.uuid4().hex[:6]}"],
         env=env, cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    api = subprocess.Popen([*CLI, "api"], env=env, cwd=ROOT)
-    worker = subprocess.Popen(
-        [*CLI, "worker", "--queues", "classification", f"--name={name}-{env['QUEUE_NAME']}@%h"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    processes = [subprocess.Popen([*CLI, "api"], env=env, cwd=ROOT)]
+    if worker:
+        processes.append(
+            subprocess.Popen(
+                [
+                    *CLI,
+                    "worker",
+                    "--queues",
+                    "classification",
+                    f"--name={name}-{env['QUEUE_NAME']}@%h",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        )
     base = f"http://127.0.0.1:{env['API_PORT']}"
     try:
         wait_for_http(base + "/healthz")
-        yield base, {"Authorization": f"Bearer {key}"}
+        yield Running(
+            base,
+            {"Authorization": f"Bearer {key}"},
+            processes[0].pid,
+            processes[1].pid if worker else None,
+        )
     finally:
-        stop(worker)
-        stop(api)
+        for process in reversed(processes):
+            stop(process)
 
 
 def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, float]:
     counter = Path(env["BENCH_COUNTER"])
     counter.unlink(missing_ok=True)
-    with itemflow(env, "bench") as (base, headers):
+    with itemflow(env, "bench") as running:
+        base, headers = running.base, running.headers
         with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
             items = upload_targets(client, count + 1)
         # One upload first: the worker has started and every connection is made.
@@ -215,7 +245,8 @@ def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, fl
 def pickup_latency(env: dict[str, str], samples: int) -> list[float]:
     """Seconds from a job's creation to its claim, on an idle system."""
     counter = Path(env["BENCH_COUNTER"])
-    with itemflow(env, "pickup") as (base, headers):
+    with itemflow(env, "pickup") as running:
+        base, headers = running.base, running.headers
         with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
             dataset_id, items = upload_targets(client, samples + 1, with_dataset=True)
             with httpx.Client(headers=headers, timeout=60) as uploader:
@@ -232,20 +263,30 @@ def pickup_latency(env: dict[str, str], samples: int) -> list[float]:
         return sorted(delays[1:])  # the first job warmed the worker up
 
 
-def upload_targets(client: httpx.Client, count: int, with_dataset: bool = False):  # type: ignore[no-untyped-def]
-    """A dataset with the no-op post-processor, and `count` items' upload URLs."""
-    dataset = client.post("/datasets", json={"name": "bench", "content_type": "text"}).json()
+def upload_targets(  # type: ignore[no-untyped-def]
+    client: Any, count: int, with_dataset: bool = False, clients: int = 1
+):
+    """A dataset with the no-op post-processor, and `count` items' upload
+    URLs, the items made from `clients` threads. `client` is based at the
+    API's /api/v1: an httpx client, or Starlette's test client."""
+    dataset = client.post("/datasets", json={"name": "bench", "content_type": "text"})
+    dataset.raise_for_status()
+    ids = dataset.json()
     client.post(
-        f"/datasets/{dataset['id']}/post-processors",
+        f"/datasets/{ids['id']}/post-processors",
         json={"name": "noop", "model_type": "classification", "model_id": "bench-noop"},
     ).raise_for_status()
-    items_path = f"/datasets/{dataset['id']}/versions/{dataset['versions'][0]['id']}/items"
+    items_path = f"/datasets/{ids['id']}/versions/{ids['versions'][0]['id']}/items"
     base = str(client.base_url).rstrip("/")
-    urls = [
-        f"{base}{items_path}/{client.post(items_path, json={}).json()['id']}/upload"
-        for _ in range(count)
-    ]
-    return (dataset["id"], urls) if with_dataset else urls
+
+    def new_item(_: int) -> str:
+        answer = client.post(items_path, json={})
+        answer.raise_for_status()
+        return f"{base}{items_path}/{answer.json()['id']}/upload"
+
+    with ThreadPoolExecutor(clients) as pool:
+        urls = list(pool.map(new_item, range(count)))
+    return (ids["id"], urls) if with_dataset else urls
 
 
 def upload_one(

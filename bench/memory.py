@@ -36,7 +36,6 @@ bench/engine.py's `environment`), removed at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -101,20 +100,6 @@ def children(parent: int) -> list[int]:
     return sorted(found)
 
 
-def command(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-
-
-def itemflow_process(subcommand: str) -> int:
-    """This process's child running `itemflow <subcommand>` (bench/engine.py's
-    `itemflow` starts them as `python -m shared.cli <subcommand> ...`)."""
-    for pid in children(os.getpid()):
-        args = command(pid)
-        if "shared.cli" in args and args[args.index("shared.cli") + 1] == subcommand:
-            return pid
-    raise RuntimeError(f"no `itemflow {subcommand}` process")
-
-
 def sample(uploads: int, api: int, worker: int) -> Sample:
     pool = {pid: rss_mib(pid) for pid in children(worker)}
     return Sample(uploads, rss_mib(api), rss_mib(worker), pool)
@@ -127,8 +112,9 @@ def measure(env: dict[str, str], args: argparse.Namespace) -> list[Sample]:
     counter = Path(env["BENCH_COUNTER"])
     counter.unlink(missing_ok=True)
     samples: list[Sample] = []
-    with itemflow(env, "memory") as (base, headers):
-        api, worker = itemflow_process("api"), itemflow_process("worker")
+    with itemflow(env, "memory") as running:
+        base, headers, api, worker = running.base, running.headers, running.api, running.worker
+        assert worker is not None
         urls = itemflow_targets(base, headers, args.uploads + 1, args.clients)
         # One upload first: the worker has started and every connection is made.
         upload_one(base, headers, urls.pop())

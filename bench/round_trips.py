@@ -53,7 +53,7 @@ from sqlalchemy import Engine, event
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.engine import environment  # noqa: E402
+from bench.engine import environment, upload_targets  # noqa: E402
 from bench.uploads import BODY, BODY_HEADERS  # noqa: E402
 
 WARM_UP = 2
@@ -223,9 +223,9 @@ def measure(args: argparse.Namespace) -> None:
 
     tally = listen(get_engine(), get_settings().var_dir)
     uploads = WARM_UP + args.uploads + 2  # one shown, one with the key cache emptied
-    with TestClient(app, base_url="http://testserver") as client:
+    with TestClient(app, base_url="http://testserver/api/v1") as client:
         client.headers["Authorization"] = f"Bearer {new_user_key()}"
-        urls = upload_urls(client, uploads)
+        urls = upload_targets(client, uploads)
         upload = uploader(client)
         for url in urls[:WARM_UP]:
             upload(url)
@@ -254,24 +254,6 @@ def new_user_key() -> str:
     with session_scope() as session:
         _, key = create_user(session, f"round-trips-{uuid.uuid4().hex[:6]}")
     return key
-
-
-def upload_urls(client: Any, count: int) -> list[str]:
-    """A dataset with the no-op post-processor, and `count` items' upload URLs."""
-    dataset = client.post("/api/v1/datasets", json={"name": "trips", "content_type": "text"})
-    dataset.raise_for_status()
-    ids = dataset.json()
-    client.post(
-        f"/api/v1/datasets/{ids['id']}/post-processors",
-        json={"name": "noop", "model_type": "classification", "model_id": "bench-noop"},
-    ).raise_for_status()
-    items = f"/api/v1/datasets/{ids['id']}/versions/{ids['versions'][0]['id']}/items"
-    urls = []
-    for _ in range(count):
-        answer = client.post(items, json={})
-        answer.raise_for_status()
-        urls.append(f"{items}/{answer.json()['id']}/upload")
-    return urls
 
 
 def uploader(client: Any) -> Callable[[str], None]:

@@ -79,7 +79,14 @@ from starlette.routing import Route
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.engine import CLI, environment, free_port, stop, wait_for_http  # noqa: E402
+from bench.engine import (  # noqa: E402
+    environment,
+    free_port,
+    itemflow,
+    stop,
+    upload_targets,
+    wait_for_http,
+)
 
 GOAL = 0.5
 FILE_NAME = "note.txt"
@@ -273,44 +280,11 @@ def minimal_server(env: dict[str, str]) -> Iterator[tuple[str, int]]:
 # --- itemflow -----------------------------------------------------------------
 
 
-@contextmanager
-def itemflow_api(env: dict[str, str]) -> Iterator[tuple[str, dict[str, str], int]]:
-    """`itemflow api` alone (no worker) for a new user: its base URL, the
-    user's headers and the server's process id."""
-    env = {**env, "POST_PROCESSORS": "bench.noop:NoopModel"}
-    key = subprocess.run(
-        [*CLI, "users", "create", f"uploads-{uuid.uuid4().hex[:6]}"],
-        env=env, cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    api = subprocess.Popen([*CLI, "api"], env=env, cwd=ROOT)
-    base = f"http://127.0.0.1:{env['API_PORT']}"
-    try:
-        wait_for_http(base + "/healthz")
-        yield base, {"Authorization": f"Bearer {key}"}, api.pid
-    finally:
-        stop(api)
-
-
 def itemflow_targets(base: str, headers: dict[str, str], count: int, clients: int) -> list[str]:
-    """A dataset with the no-op post-processor, and `count` new items'
-    upload URLs (the items made from `clients` threads)."""
+    """`count` new items' upload URLs, in a dataset with the no-op post-processor."""
     with httpx.Client(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
-        dataset = client.post("/datasets", json={"name": "uploads", "content_type": "text"})
-        dataset.raise_for_status()
-        ids = dataset.json()
-        client.post(
-            f"/datasets/{ids['id']}/post-processors",
-            json={"name": "noop", "model_type": "classification", "model_id": "bench-noop"},
-        ).raise_for_status()
-        items = f"/datasets/{ids['id']}/versions/{ids['versions'][0]['id']}/items"
-
-        def new_item(_: int) -> str:
-            answer = client.post(items, json={})
-            answer.raise_for_status()
-            return f"{base}/api/v1{items}/{answer.json()['id']}/upload"
-
-        with ThreadPoolExecutor(clients) as pool:
-            return list(pool.map(new_item, range(count)))
+        urls: list[str] = upload_targets(client, count, clients=clients)
+        return urls
 
 
 def minimal_targets(base: str, count: int) -> list[str]:
@@ -406,15 +380,17 @@ def one_round(server: Server, count: int, clients: int) -> None:
 def measure(env: dict[str, str], args: argparse.Namespace) -> dict[str, Server]:
     warm_up = 4 * args.clients
     needed = warm_up + args.rounds * args.uploads
-    with minimal_server(env) as (minimal_base, minimal_pid), itemflow_api(env) as api:
-        itemflow_base, headers, itemflow_pid = api
+    with (
+        minimal_server(env) as (minimal_base, minimal_pid),
+        itemflow(env, "uploads", worker=False) as api,
+    ):
         servers = {
             "minimal": Server("minimal", minimal_pid, {}, minimal_targets(minimal_base, needed)),
             "itemflow": Server(
                 "itemflow",
-                itemflow_pid,
-                headers,
-                itemflow_targets(itemflow_base, headers, needed, args.clients),
+                api.api,
+                api.headers,
+                itemflow_targets(api.base, api.headers, needed, args.clients),
             ),
         }
         for server in servers.values():
