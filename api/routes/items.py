@@ -34,7 +34,7 @@ create_item = row_endpoint(ItemPublic, items.create_item, body=ItemCreate, statu
 @endpoint(ItemWithJobStatus)
 def get_item(c: Context) -> dict[str, Any]:
     item = items.load_item(c.session, c.user_id, **c.ids)
-    return with_job_status(item, items.job_counts(c.session, [item.id])[item.id])
+    return with_job_status(item, items.job_counts(c.session, item.id))
 
 
 @endpoint(ItemPublic, body=ItemUpdate, if_match=True, errors=(412,))

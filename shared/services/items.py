@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session, joinedload, selectinload
@@ -71,16 +71,8 @@ def list_items(
         .limit(page.size)
         .offset(page.size * page.index)
     )
-    counts = [
-        select(func.count())
-        .where(
-            PostProcessorJob.dataset_item_id == DatasetItem.id, PostProcessorJob.status == status
-        )
-        .scalar_subquery()
-        for status in JobStatus
-    ]
     rows = session.execute(
-        select(DatasetItem, total, *counts)
+        select(DatasetItem, total, *_job_count_columns())
         # Only a version of the user's: a row of this join is the check.
         .join(
             DatasetVersion,
@@ -96,8 +88,7 @@ def list_items(
     in_all = 0
     for item, total_of_all, *by_status in rows:
         in_all = total_of_all
-        by_name = {status.value: count for status, count in zip(JobStatus, by_status, strict=True)}
-        listed.append((item, JobCounts(**by_name, total=sum(by_status))))
+        listed.append((item, _job_counts(by_status)))
     if not listed:
         # No row says whether the version is the user's, nor how many items
         # it has: asked apart, for an empty page only.
@@ -106,21 +97,31 @@ def list_items(
     return listed, in_all
 
 
-def job_counts(session: Session, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobCounts]:
-    """The job counts of many items, in one query."""
-    counts: dict[uuid.UUID, JobCounts] = defaultdict(JobCounts)
-    if not item_ids:
-        return counts
-    rows = session.execute(
-        select(PostProcessorJob.dataset_item_id, PostProcessorJob.status, func.count())
-        .where(PostProcessorJob.dataset_item_id.in_(item_ids))
-        .group_by(PostProcessorJob.dataset_item_id, PostProcessorJob.status)
-    )
-    for item_id, status, count in rows:
-        entry = counts[item_id]
-        setattr(entry, status, count)
-        entry.total += count
-    return counts
+def job_counts(session: Session, item_id: uuid.UUID) -> JobCounts:
+    """An item's job counts, counted as the items list counts them."""
+    row = session.execute(
+        select(*_job_count_columns()).select_from(DatasetItem).where(DatasetItem.id == item_id)
+    ).one()
+    return _job_counts(row)
+
+
+def _job_count_columns() -> list[Any]:
+    """An item's jobs in each status, correlated to the query's item: from
+    the (dataset_item_id, status) index alone."""
+    return [
+        select(func.count())
+        .where(
+            PostProcessorJob.dataset_item_id == DatasetItem.id, PostProcessorJob.status == status
+        )
+        .scalar_subquery()
+        for status in JobStatus
+    ]
+
+
+def _job_counts(by_status: Sequence[int]) -> JobCounts:
+    """JobCounts of the counts `_job_count_columns` gave, in their order."""
+    by_name = {status.value: count for status, count in zip(JobStatus, by_status, strict=True)}
+    return JobCounts(**by_name, total=sum(by_status))
 
 
 def load_item(
