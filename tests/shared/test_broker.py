@@ -21,9 +21,9 @@ def test_delivery_is_at_least_once():
     assert conf.broker_transport_options["visibility_timeout"] == 3600
 
 
-def test_workers_send_events_for_flower():
+def test_workers_send_events_for_flower_and_senders_none():
     assert celery_app().conf.worker_send_task_events is True
-    assert celery_app().conf.task_send_sent_event is True
+    assert celery_app().conf.task_send_sent_event is False
 
 
 def test_the_visibility_timeout_is_a_setting(tmp_path):
