@@ -17,7 +17,14 @@ default: SQLite and Celery's filesystem broker):
 - the ratio of the two;
 - upload -> job picked up on an idle system (the claim's start against the
   job's creation, both on the database's clock): p50 and p99 over
-  sequential uploads.
+  sequential uploads;
+- where the CPU goes, for the ceiling and for itemflow end to end: CPU time
+  per task or job (user + system, from /proc) of each process taking part:
+  the sender (the raw one, or this process's upload threads), the API, the
+  worker (its main and pool processes), and where they are used PostgreSQL
+  (every `postgres` process) and Redis (`redis-server`), with their sum. All of them share
+  the machine's cores, so the sum bounds the rate: at 2 cores, a rate of
+  R jobs/s leaves 2000 / R ms of CPU per job for everything.
 
 Each backend gets a database (or var dir) and queues of its own, removed at
 the end.
@@ -35,7 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,17 +122,25 @@ def environment(backend: str) -> Iterator[dict[str, str]]:
 
 def measure(backend: str, env: dict[str, str], args: argparse.Namespace) -> None:
     print(f"\n== {backend} ==", flush=True)
-    ceiling = raw_celery(env, args.jobs)
-    uploads, jobs = end_to_end(env, args.jobs, args.clients)
+    ceiling, raw_cpu = raw_celery(env, args.jobs)
+    uploads, jobs, job_cpu = end_to_end(env, args.jobs, args.clients)
     picked_up = pickup_latency(env, args.latency_samples)
     print(f"raw Celery no-op tasks:  {ceiling:7.1f} /s  (the ceiling)")
     print(f"itemflow uploads:        {uploads:7.1f} /s")
     print(f"itemflow jobs, end to end: {jobs:5.1f} /s  = {jobs / ceiling:.2f} x the ceiling")
     p50, p99 = percentile(picked_up, 50), percentile(picked_up, 99)
-    print(f"upload -> picked up:     p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms", flush=True)
+    print(f"upload -> picked up:     p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    print(f"CPU ms per raw task:     {raw_cpu}")
+    print(f"CPU ms per itemflow job: {job_cpu}")
+    cores = os.cpu_count() or 1
+    print(
+        f"at half the ceiling ({ceiling / 2:.0f} jobs/s) each job may take "
+        f"{cores * 1000 / (ceiling / 2):.1f} ms of CPU in all ({cores} cores)",
+        flush=True,
+    )
 
 
-def raw_celery(env: dict[str, str], count: int) -> float:
+def raw_celery(env: dict[str, str], count: int) -> tuple[float, CpuUse]:
     """No-op tasks per second, from the first send to the last completed."""
     counter = Path(env["BENCH_COUNTER"])
     counter.unlink(missing_ok=True)
@@ -137,13 +152,18 @@ def raw_celery(env: dict[str, str], count: int) -> float:
         env=raw, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        sender = subprocess.run(
+        sender = subprocess.Popen(
             [sys.executable, "-c", SEND_RAW, queue, str(count)],
-            env=raw, cwd=ROOT, capture_output=True, text=True, check=True,
+            env=raw, cwd=ROOT, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        started = float(sender.stdout)
+        assert sender.stdout is not None
+        # Its first task has run once it prints: the sends start then.
+        started = float(sender.stdout.readline())
+        meter = CpuMeter(env, sender=lambda: [sender.pid], worker=lambda: tree(worker.pid))
         finished = wait_for_runs(counter, count + 1)
-        return count / (finished - started)
+        cpu = meter.per(count)
+        sender.wait()
+        return count / (finished - started), cpu
     finally:
         stop(worker)
 
@@ -159,10 +179,9 @@ counter = os.environ["BENCH_COUNTER"]
 app.send_task("bench.noop", queue=queue)
 while not os.path.exists(counter) or os.path.getsize(counter) < 1:
     time.sleep(0.005)
-started = time.time()
+print(time.time(), flush=True)
 for _ in range(count):
     app.send_task("bench.noop", queue=queue)
-print(started)
 """
 
 
@@ -216,7 +235,7 @@ def itemflow(env: dict[str, str], name: str, worker: bool = True) -> Iterator[Ru
             stop(process)
 
 
-def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, float]:
+def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, float, CpuUse]:
     counter = Path(env["BENCH_COUNTER"])
     counter.unlink(missing_ok=True)
     with itemflow(env, "bench") as running:
@@ -227,6 +246,12 @@ def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, fl
         upload_one(base, headers, items.pop())
         wait_for_runs(counter, 1)
         counter.unlink()
+        meter = CpuMeter(
+            env,
+            sender=lambda: [os.getpid()],
+            api=lambda: tree(running.api),
+            worker=lambda: tree(running.worker or 0),
+        )
         started = time.time()
         with ThreadPoolExecutor(clients) as pool:
             local = threading.local()
@@ -239,7 +264,8 @@ def end_to_end(env: dict[str, str], count: int, clients: int) -> tuple[float, fl
             list(pool.map(send, items))
         uploaded = time.time()
         finished = wait_for_runs(counter, count)
-        return count / (uploaded - started), count / (finished - started)
+        cpu = meter.per(count)
+        return count / (uploaded - started), count / (finished - started), cpu
 
 
 def pickup_latency(env: dict[str, str], samples: int) -> list[float]:
@@ -315,6 +341,78 @@ def parse(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes() -> list[tuple[int, int, str]]:
+    """(pid, ppid, command name) of every process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                head, tail = (entry / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            found.append((int(entry.name), int(tail.split()[1]), head.split("(", 1)[1]))
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """A process and its descendants."""
+    table = processes()
+    found, frontier = [pid], [pid]
+    while frontier:
+        children = [child for child, parent, _ in table if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def named(name: str) -> list[int]:
+    return [pid for pid, _, command in processes() if command == name]
+
+
+class CpuUse(dict[str, float]):
+    """Milliseconds of CPU per task, by process group, with their sum."""
+
+    def __str__(self) -> str:
+        parts = [f"{name} {ms:.2f}" for name, ms in self.items()]
+        return ", ".join(parts) + f"; sum {sum(self.values()):.2f}"
+
+
+class CpuMeter:
+    """CPU time of groups of processes from now to `per`: the groups given,
+    and the PostgreSQL and Redis servers when `env` uses them. A group's
+    processes are looked up at both ends; one that ended between them
+    loses its share, which the long-lived processes measured here do not."""
+
+    def __init__(self, env: dict[str, str], **groups: Callable[[], list[int]]) -> None:
+        self.groups = dict(groups)
+        if env.get("DATABASE_URL", "").startswith("postgresql"):
+            self.groups["postgres"] = lambda: named("postgres")
+        if env.get("BROKER_URL", "").startswith("redis"):
+            self.groups["redis"] = lambda: named("redis-server")
+        self.before = {name: self._times(find) for name, find in self.groups.items()}
+
+    @staticmethod
+    def _times(find: Callable[[], list[int]]) -> dict[int, float]:
+        return {pid: cpu_seconds(pid) for pid in find()}
+
+    def per(self, count: int) -> CpuUse:
+        use = CpuUse()
+        for name, find in self.groups.items():
+            before, after = self.before[name], self._times(find)
+            spent = sum(after[pid] - before.get(pid, 0.0) for pid in after)
+            use[name] = spent * 1000 / count
+        return use
 
 
 def percentile(values: list[float], percent: int) -> float:

@@ -80,6 +80,7 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.engine import (  # noqa: E402
+    cpu_seconds,
     environment,
     free_port,
     itemflow,
@@ -361,12 +362,6 @@ def upload_all(urls: list[str], headers: dict[str, str], clients: int) -> float:
     finally:
         for uploader in uploaders:
             uploader.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_round(server: Server, count: int, clients: int) -> None:
