@@ -16,6 +16,15 @@ each under uvicorn as `itemflow api` runs (one process, the same log level):
   SQLAlchemy Core statement (into the backend's PostgreSQL database, or a
   SQLite file of its own in WAL mode with synchronous=NORMAL, as itemflow's)
   and answers 200 with a little JSON. No authentication, no checks;
+- the floor (the same file, re-invoked with --serve-minimal PORT --floor):
+  the minimal handler plus the least that any implementation of the upload
+  contract must add, written by hand with SQLAlchemy Core: in one
+  transaction the item's row updated with its file (an UPDATE ... RETURNING
+  that gives the answer), its pending jobs voided (a DELETE) and a job's row
+  inserted, then the job's message sent with itemflow's own send (Celery's
+  `send_task`, the stack's way). Still no authentication, no ownership
+  check, no post-processor lookup, no annotations or splits in the answer:
+  what it costs bounds from below what itemflow's route can cost;
 - `itemflow api` (no worker: the jobs' messages just queue), for a user
   with a dataset that has bench/noop.py's no-op post-processor, so that
   each upload does all it does in real use: the key check, the item's
@@ -25,15 +34,16 @@ each under uvicorn as `itemflow api` runs (one process, the same log level):
 The same body (the same bytes, file name and boundary, built once) goes to
 a new item per upload, from --clients threads with a keep-alive HTTP/1.1
 connection each (a few lines of sockets: httpx's CPU time would hold back
-the faster server on this 2-core machine); the servers take turns, minimal
-then itemflow, for --rounds rounds after a warm-up (4 uploads per client
+the faster server on this 2-core machine); the servers take turns, minimal,
+floor, itemflow, for --rounds rounds after a warm-up (4 uploads per client
 each). Printed per server: uploads/s, best and median over the rounds; CPU
 time per upload (user + system) of the server process (from /proc: less
 sensitive to the neighbours than a rate; PostgreSQL's own is not in it)
-and of this process, the load; and the ratios itemflow / minimal. The
-goal: itemflow at least 0.5 x the minimal handler. Afterwards the rows are
-counted: one per upload in the minimal table, one job per upload in
-itemflow's.
+and of this process, the load; and the ratios itemflow / minimal and
+floor / minimal. The goal: itemflow at least 0.5 x the minimal handler;
+the floor's ratio says whether any implementation could reach it.
+Afterwards the rows are counted: one per upload in the minimal table, one
+job per upload in the floor's and in itemflow's.
 
 Each backend gets a database (or var dir) and queues of its own (see
 bench/engine.py's `environment`), removed at the end.
@@ -67,9 +77,11 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    delete,
     event,
     insert,
     text,
+    update,
 )
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -88,6 +100,7 @@ from bench.engine import (  # noqa: E402
     upload_targets,
     wait_for_http,
 )
+from shared import queue  # noqa: E402
 
 GOAL = 0.5
 FILE_NAME = "note.txt"
@@ -103,7 +116,7 @@ BODY = (
     + f"\r\n--{BOUNDARY}--\r\n".encode()
 )
 BODY_HEADERS = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
-SERVERS = ("minimal", "itemflow")
+SERVERS = ("minimal", "floor", "itemflow")
 
 
 def main() -> int:
@@ -113,9 +126,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--backend", choices=["services", "embedded", "both"], default="both")
     parser.add_argument("--serve-minimal", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_minimal is not None:
-        serve_minimal(args.serve_minimal)
+        serve_minimal(args.serve_minimal, args.floor)
         return 0
     backends = ["services", "embedded"] if args.backend == "both" else [args.backend]
     for backend in backends:
@@ -134,6 +148,23 @@ uploads_table = Table(
     Column("item_id", String(36), nullable=False),
     Column("file_name", String(255), nullable=False),
     Column("file_size", Integer, nullable=False),
+)
+# The floor's items (made before the run, as itemflow's are) and jobs.
+floor_items = Table(
+    "bench_floor_items",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("file_key", String(32), nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("file_size", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+floor_jobs = Table(
+    "bench_floor_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("item_id", String(36), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
 )
 
 
@@ -185,7 +216,7 @@ def file_parser(content_type: str, parts: Parts) -> MultipartParser:
     return MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
 
 
-def minimal_app(database_url: str, files_dir: Path) -> Starlette:
+def minimal_app(database_url: str, files_dir: Path, floor: bool = False) -> Starlette:
     engine = minimal_engine(database_url)
     metadata.create_all(engine)
     files_dir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +247,41 @@ def minimal_app(database_url: str, files_dir: Path) -> Starlette:
             with engine.begin() as connection:
                 connection.execute(insert(uploads_table), row)
 
+        def store_floor() -> dict[str, Any]:
+            item_id, job_id = row["item_id"], str(uuid.uuid4())
+            with engine.begin() as connection:
+                item = connection.execute(
+                    update(floor_items)
+                    .where(floor_items.c.id == item_id)
+                    .values(
+                        file_key=key,
+                        file_name=row["file_name"],
+                        file_size=size,
+                        version=floor_items.c.version + 1,
+                    )
+                    .returning(*floor_items.c)
+                ).one()
+                connection.execute(
+                    delete(floor_jobs).where(
+                        floor_jobs.c.item_id == item_id, floor_jobs.c.status == "pending"
+                    )
+                )
+                connection.execute(
+                    insert(floor_jobs), {"id": job_id, "item_id": item_id, "status": "pending"}
+                )
+            queue.send(
+                queue.JobMessage(
+                    job_id=job_id,
+                    item_id=item_id,
+                    post_processor="noop",
+                    model_type="classification",
+                    model_id="bench-noop",
+                )
+            )
+            return dict(item._mapping)
+
+        if floor:
+            return JSONResponse(await run_in_threadpool(store_floor))
         await run_in_threadpool(store)
         return JSONResponse(row)
 
@@ -239,12 +305,15 @@ def minimal_engine(url: str) -> Engine:
     return engine
 
 
-def serve_minimal(port: int) -> None:
-    """Run the minimal app under uvicorn as `itemflow api` runs its own."""
+def serve_minimal(port: int, floor: bool) -> None:
+    """Run the minimal app (or the floor) under uvicorn as `itemflow api`
+    runs its own."""
     import uvicorn
 
     app = minimal_app(
-        os.environ["BENCH_MINIMAL_DATABASE_URL"], Path(os.environ["BENCH_MINIMAL_FILES_DIR"])
+        os.environ["BENCH_MINIMAL_DATABASE_URL"],
+        Path(os.environ["BENCH_MINIMAL_FILES_DIR"]),
+        floor,
     )
     uvicorn.run(
         app,
@@ -257,16 +326,17 @@ def serve_minimal(port: int) -> None:
 
 
 @contextmanager
-def minimal_server(env: dict[str, str]) -> Iterator[tuple[str, int]]:
-    """The minimal handler's base URL and process id."""
+def minimal_server(env: dict[str, str], floor: bool = False) -> Iterator[tuple[str, int]]:
+    """The minimal handler's (or the floor's) base URL and process id."""
     var = Path(env["VAR_DIR"])
     port = free_port()
+    name = "floor" if floor else "minimal"
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve-minimal", str(port)],
+        [sys.executable, __file__, "--serve-minimal", str(port), *(["--floor"] if floor else [])],
         env={
             **env,
-            "BENCH_MINIMAL_DATABASE_URL": database_url(env, "minimal.db"),
-            "BENCH_MINIMAL_FILES_DIR": str(var / "minimal-files"),
+            "BENCH_MINIMAL_DATABASE_URL": database_url(env, f"{name}.db"),
+            "BENCH_MINIMAL_FILES_DIR": str(var / f"{name}-files"),
         },
         cwd=ROOT,
     )
@@ -290,6 +360,24 @@ def itemflow_targets(base: str, headers: dict[str, str], count: int, clients: in
 
 def minimal_targets(base: str, count: int) -> list[str]:
     return [f"{base}/items/{uuid.uuid4()}/upload" for _ in range(count)]
+
+
+def floor_targets(env: dict[str, str], base: str, count: int) -> list[str]:
+    """`count` new rows in the floor's items table, and their upload URLs."""
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    engine = minimal_engine(database_url(env, "floor.db"))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(floor_items),
+                [
+                    {"id": item_id, "file_key": "", "file_name": "", "file_size": 0, "version": 1}
+                    for item_id in ids
+                ],
+            )
+    finally:
+        engine.dispose()
+    return [f"{base}/items/{item_id}/upload" for item_id in ids]
 
 
 # --- measuring ----------------------------------------------------------------
@@ -377,10 +465,12 @@ def measure(env: dict[str, str], args: argparse.Namespace) -> dict[str, Server]:
     needed = warm_up + args.rounds * args.uploads
     with (
         minimal_server(env) as (minimal_base, minimal_pid),
+        minimal_server(env, floor=True) as (floor_base, floor_pid),
         itemflow(env, "uploads", worker=False) as api,
     ):
         servers = {
             "minimal": Server("minimal", minimal_pid, {}, minimal_targets(minimal_base, needed)),
+            "floor": Server("floor", floor_pid, {}, floor_targets(env, floor_base, needed)),
             "itemflow": Server(
                 "itemflow",
                 api.api,
@@ -403,10 +493,11 @@ def database_url(env: dict[str, str], sqlite_file: str) -> str:
 
 
 def check_rows(env: dict[str, str], expected: int) -> None:
-    """Every upload did its work: a row in the minimal table, a job in
-    itemflow's."""
+    """Every upload did its work: a row in the minimal table, a job in the
+    floor's and in itemflow's."""
     counted = {
         "minimal": (database_url(env, "minimal.db"), "bench_minimal_uploads"),
+        "floor": (database_url(env, "floor.db"), "bench_floor_jobs"),
         "itemflow": (database_url(env, "itemflow.db"), "post_processor_jobs"),
     }
     for server, (url, table) in counted.items():
@@ -430,16 +521,18 @@ def report(backend: str, servers: dict[str, Server]) -> None:
             f"CPU ms/upload: server {statistics.median(server.cpu) * 1000:.2f}, "
             f"client {statistics.median(server.client_cpu) * 1000:.2f}"
         )
-    minimal, itemflow = servers["minimal"], servers["itemflow"]
-    best = max(itemflow.rates) / max(minimal.rates)
-    median = statistics.median(itemflow.rates) / statistics.median(minimal.rates)
-    cpu = statistics.median(minimal.cpu) / statistics.median(itemflow.cpu)
-    verdict = "met" if best >= GOAL else "NOT met"
-    print(
-        f"itemflow / minimal: best {best:.2f} x, median {median:.2f} x, "
-        f"by server CPU per upload {cpu:.2f} x  (goal >= {GOAL} x: {verdict})",
-        flush=True,
-    )
+    minimal = servers["minimal"]
+    for name in ("floor", "itemflow"):
+        server = servers[name]
+        best = max(server.rates) / max(minimal.rates)
+        median = statistics.median(server.rates) / statistics.median(minimal.rates)
+        cpu = statistics.median(minimal.cpu) / statistics.median(server.cpu)
+        verdict = "met" if best >= GOAL else "NOT met"
+        print(
+            f"{name} / minimal: best {best:.2f} x, median {median:.2f} x, "
+            f"by server CPU per upload {cpu:.2f} x  (goal >= {GOAL} x: {verdict})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
