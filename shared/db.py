@@ -114,6 +114,15 @@ def _drop_after_commit(session: Session) -> None:
     session.info.pop(AFTER_COMMIT, None)
 
 
+def database_clock(session: Session) -> Any:
+    """`database_now` for a statement that writes times: on PostgreSQL the
+    server's `now()` in the statement itself (no round trip of its own), on
+    SQLite this process's time once its transaction holds the lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.now()
+    return database_now(session)
+
+
 def database_now(session: Session) -> datetime:
     """The time by the database server's clock, for the leases that workers
     and the reaper on different machines compare: skew between their clocks

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared import queue
-from shared.db import after_commit, database_now
+from shared.db import after_commit, database_clock, database_now
 from shared.errors import Conflict, NotFound
 from shared.inference.base import ItemInput, ModelOutput, PostProcessorConfig
 from shared.inference.registered_onnx import ModelSpec
@@ -112,7 +112,8 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
     """Take a pending job for this worker, leased to it for
     `job_lease_seconds`; None when there is nothing to take (the job is gone,
     done, or another worker has it)."""
-    now = database_now(session)
+    # Computed by the database in the claim itself, where it can be.
+    now = database_clock(session)
     claimed = session.execute(
         update(PostProcessorJob)
         .where(PostProcessorJob.id == job_id, PostProcessorJob.status == JobStatus.PENDING.value)
@@ -190,7 +191,8 @@ def renew_lease(session: Session, job: ClaimedJob) -> bool:
     return renewed is not None
 
 
-def _lease_from(now: datetime) -> datetime:
+def _lease_from(now: Any) -> Any:
+    """The lease's end from `now`: a time, or the database's clock."""
     return now + timedelta(seconds=get_settings().job_lease_seconds)
 
 
