@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -172,6 +173,17 @@ class JobRetry(RequestBody):
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
 
 
+class JobsRetry(JobRetry):
+    """Which of a dataset's jobs to retry: failed ones only, said as such."""
+
+    status: Literal["failed"]
+    post_processor_id: uuid.UUID | None = None
+    model_type: ModelType | None = None
+    error_contains: str | None = Field(default=None, min_length=1, max_length=1000)
+    created_before: AwareDatetime | None = None
+    created_after: AwareDatetime | None = None
+
+
 # --- responses --------------------------------------------------------------
 
 
@@ -309,6 +321,29 @@ class JobPublic(PublicModel):
     started_at: Timestamp | None
     completed_at: Timestamp | None
     user_id: IdText
+
+
+class JobsRetried(BaseModel):
+    retried: int
+    skipped: int
+
+
+class PostProcessorJobCounts(BaseModel):
+    post_processor_id: uuid.UUID
+    name: str
+    model_type: str
+    counts: JobCounts
+
+
+class CommonError(BaseModel):
+    error: str
+    count: int
+    post_processor_id: uuid.UUID
+
+
+class JobSummary(BaseModel):
+    post_processors: list[PostProcessorJobCounts]
+    errors: list[CommonError]
 
 
 class JobWithDetails(JobPublic):

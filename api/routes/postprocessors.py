@@ -15,13 +15,16 @@ from shared.models import JobStatus, PostProcessor, PostProcessorJob, as_dict
 from shared.schemas import (
     JobPublic,
     JobRetry,
+    JobsRetried,
+    JobsRetry,
+    JobSummary,
     JobWithDetails,
     PostProcessorCreate,
     PostProcessorPublic,
     PostProcessorUpdate,
     PostProcessorWithDetails,
 )
-from shared.services import job_lists, jobs, postprocessors
+from shared.services import job_bulk, job_lists, jobs, postprocessors
 
 
 def with_details(row: PostProcessor, details: postprocessors.ModelDetails) -> dict[str, Any]:
@@ -83,6 +86,23 @@ def retry_job(c: Context) -> dict[str, Any]:
     return public(JobPublic, job)
 
 
+@endpoint(JobsRetried, body=JobsRetry)
+def retry_jobs(c: Context) -> dict[str, Any]:
+    """Retry the dataset's failed jobs that the filter picks; those without an
+    attempt left (under `max_attempts`, when given) are skipped."""
+    chosen = job_bulk.RetryFilter(**c.body.model_dump(exclude={"status"}))
+    return asdict(job_bulk.retry_failed(c.session, c.user_id, **c.ids, chosen=chosen))
+
+
+@endpoint(JobSummary)
+def job_summary(c: Context) -> dict[str, Any]:
+    """The dataset's jobs by status for each post-processor, and the most
+    common errors of its failed ones."""
+    return JobSummary.model_validate(
+        job_bulk.summary(c.session, c.user_id, **c.ids), from_attributes=True
+    ).model_dump(mode="json")
+
+
 POST_PROCESSORS = DATASET + "/post-processors"
 ONE = POST_PROCESSORS + "/{post_processor_id:uuid}"
 
@@ -91,6 +111,8 @@ routes = [
     Route(POST_PROCESSORS, create_post_processor, methods=["POST"]),
     # Before the {post_processor_id} routes, though "jobs" is no UUID anyway.
     Route(POST_PROCESSORS + "/jobs", list_dataset_jobs, methods=["GET"]),
+    Route(POST_PROCESSORS + "/jobs/retry", retry_jobs, methods=["POST"]),
+    Route(POST_PROCESSORS + "/jobs/summary", job_summary, methods=["GET"]),
     Route(ONE, get_post_processor, methods=["GET"]),
     Route(ONE, update_post_processor, methods=["PUT"]),
     Route(ONE, delete_post_processor, methods=["DELETE"]),

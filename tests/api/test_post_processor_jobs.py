@@ -233,3 +233,85 @@ def test_retry_with_an_invalid_max_attempts_is_422(client):
     )
 
     assert error_locs(problem(response, 422)) == [["body", "max_attempts"]]
+
+
+# --- in bulk, without a worker ----------------------------------------------
+
+
+def fail_job(job_id, attempts=1):
+    from shared.db import session_scope
+    from shared.models import PostProcessorJob
+
+    with session_scope() as session:
+        row = session.get_one(PostProcessorJob, uuid.UUID(job_id))
+        row.status, row.attempts, row.error = "failed", attempts, "Provider said 503."
+
+
+def test_bulk_retry_retries_the_failed_jobs_and_no_other(client):
+    dataset, item, job = uploaded_with_one_job(client)
+    other_item = make_item(client, dataset)
+    ok(upload(client, dataset, other_item, b"more text"))
+    [untouched] = item_jobs(client, dataset, other_item)
+    fail_job(job["id"])
+
+    answer = ok(client.post(jobs_path(dataset) + "/retry", json={"status": "failed"}))
+
+    assert answer == {"retried": 1, "skipped": 0}
+    [retried] = item_jobs(client, dataset, item)
+    assert (retried["status"], retried["attempts"], retried["error"]) == ("pending", 1, None)
+    [after] = item_jobs(client, dataset, other_item)
+    assert after["attempts"] == untouched["attempts"] and after["status"] != "failed"
+    again = ok(client.post(jobs_path(dataset) + "/retry", json={"status": "failed"}))
+    assert again == {"retried": 0, "skipped": 0}
+
+
+def test_bulk_retry_skips_jobs_without_attempts_unless_the_cap_is_raised(client):
+    dataset, item, job = uploaded_with_one_job(client)
+    fail_job(job["id"], attempts=3)
+    path = jobs_path(dataset) + "/retry"
+
+    assert ok(client.post(path, json={"status": "failed"})) == {"retried": 0, "skipped": 1}
+    raised = ok(client.post(path, json={"status": "failed", "max_attempts": 4}))
+    assert raised == {"retried": 1, "skipped": 0}
+    [after] = item_jobs(client, dataset, item)
+    assert (after["status"], after["attempts"], after["max_attempts"]) == ("pending", 3, 4)
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({}, ["body", "status"]),
+        ({"status": "completed"}, ["body", "status"]),
+        ({"status": "failed", "model_type": "speech"}, ["body", "model_type"]),
+        ({"status": "failed", "created_before": "2026-01-01T00:00:00"}, ["body", "created_before"]),
+        ({"status": "failed", "error_contains": ""}, ["body", "error_contains"]),
+        ({"status": "failed", "max_attempts": 0}, ["body", "max_attempts"]),
+        ({"status": "failed", "post_processor_id": "nope"}, ["body", "post_processor_id"]),
+    ],
+)
+def test_bulk_retry_with_a_bad_filter_is_422(client, body, loc):
+    dataset = make_dataset(client)
+
+    assert error_locs(problem(client.post(jobs_path(dataset) + "/retry", json=body), 422)) == [loc]
+
+
+def test_bulk_retry_and_summary_of_an_unknown_dataset_are_404(client):
+    path = f"/datasets/{uuid.uuid4()}/post-processors/jobs"
+    problem(client.post(path + "/retry", json={"status": "failed"}), 404)
+    problem(client.get(path + "/summary"), 404)
+
+
+def test_the_job_summary_counts_by_post_processor_and_lists_the_common_errors(client):
+    dataset, item, job = uploaded_with_one_job(client)
+    fail_job(job["id"])
+
+    summary = ok(client.get(jobs_path(dataset) + "/summary"))
+
+    [post_processor] = summary["post_processors"]
+    assert post_processor["post_processor_id"] == job["post_processor_id"]
+    assert post_processor["counts"] == {
+        "pending": 0, "processing": 0, "completed": 0, "failed": 1, "total": 1,
+    }  # fmt: skip
+    assert summary["errors"] == [
+        {"error": "Provider said 503.", "count": 1, "post_processor_id": job["post_processor_id"]}
+    ]
