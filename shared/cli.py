@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from shared.jobs_cli import add_jobs_command, run_jobs_command
 from shared.settings import get_settings
 
 log = logging.getLogger("itemflow")
@@ -59,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "secrets-key", help="print a new key for SECRETS_KEY (users' stored provider keys)"
     )
+    add_jobs_command(commands)
     args = parser.parse_args(argv)
+    if args.command == "jobs":
+        # A client of the API: none of the server's settings.
+        return run_jobs_command(args)
     if args.command == "secrets-key":
         # Before the settings are read: making a key needs none of them.
         from cryptography.fernet import Fernet

@@ -17,6 +17,7 @@ from tests.builders import (
     version_path,
     wait_for_jobs,
 )
+from tests.fixtures import itemflow
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -256,3 +257,36 @@ def test_a_hard_time_limit_ends_the_attempt_as_a_transient_failure(client):
 
     # The first run was killed at 4 s; the worker counted it and retried.
     assert (job["status"], job["attempts"]) == ("completed", 2), job
+
+
+def test_failed_jobs_retried_in_bulk_from_the_cli_run_once_more_and_no_other(client, api_url):
+    dataset = make_dataset(client)
+    make_post_processor(
+        client, dataset, name="rejects", model_type="classification", model_id="test-reject"
+    )
+    flaky(client, dataset, post_processor={"name": "fine"})
+    items = [uploaded_item(client, dataset) for _ in range(3)]
+    for item in items:
+        jobs = wait_for_jobs(client, dataset, item)
+        assert sorted((job["status"], job["attempts"]) for job in jobs) == [
+            ("completed", 1),
+            ("failed", 1),
+        ]
+    operator = [
+        "--url", api_url, "--api-key", client.headers["Authorization"].removeprefix("Bearer "),
+        "--dataset", dataset["id"],
+    ]  # fmt: skip
+
+    retried = itemflow("jobs", "retry", *operator)
+
+    assert retried == "retried 3, skipped 0\n"
+    for item in items:
+        jobs = {job["post_processor_name"]: job for job in wait_for_jobs(client, dataset, item)}
+        assert (jobs["rejects"]["status"], jobs["rejects"]["attempts"]) == ("failed", 2)
+        # The completed job never ran again: the flaky model counts its runs.
+        assert (jobs["fine"]["attempts"], json.loads(jobs["fine"]["result"])["runs"]) == (1, 1)
+    summary = itemflow("jobs", "summary", *operator).splitlines()
+    rows = {line.split()[0]: line.split()[2:] for line in summary[1:3]}
+    # pending, processing, completed, failed, total
+    assert rows == {"rejects": ["0", "0", "0", "3", "3"], "fine": ["0", "0", "3", "0", "3"]}
+    assert summary[-1].split(None, 2) == ["3", "rejects", "the test model rejects every input"]

@@ -1,0 +1,142 @@
+"""`itemflow jobs retry|summary`: a dataset's jobs in bulk, through the
+HTTP API, as the user whose key is given (ITEMFLOW_API_KEY)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.models import JobStatus
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def add_jobs_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    jobs = commands.add_parser(
+        "jobs", help="retry a dataset's failed jobs, or sum them up (through the API)"
+    ).add_subparsers(dest="jobs_command", required=True)
+    retry = jobs.add_parser("retry", help="retry the dataset's failed jobs a filter picks")
+    summary = jobs.add_parser("summary", help="the dataset's jobs by status, and common errors")
+    for command in (retry, summary):
+        add_api_options(command)
+        command.add_argument("--dataset", required=True, help="the dataset's id")
+    retry.add_argument("--post-processor", help="only this post-processor's jobs (its id)")
+    retry.add_argument("--model-type", help="only jobs of post-processors of this model type")
+    retry.add_argument("--error-contains", help="only jobs whose error has this text (any case)")
+    retry.add_argument("--created-before", type=_aware, help="ISO 8601 time with a zone")
+    retry.add_argument("--created-after", type=_aware, help="ISO 8601 time with a zone")
+    retry.add_argument(
+        "--max-attempts", type=int, help="raise the jobs' cap of attempts to N (else skipped)"
+    )
+
+
+def add_api_options(command: argparse.ArgumentParser) -> None:
+    port = os.environ.get("API_PORT", "8000")
+    command.add_argument(
+        "--url",
+        default=os.environ.get("ITEMFLOW_URL", f"http://127.0.0.1:{port}"),
+        help="the API's address (ITEMFLOW_URL; default http://127.0.0.1:API_PORT)",
+    )
+    command.add_argument(
+        "--api-key",
+        default=os.environ.get("ITEMFLOW_API_KEY", ""),
+        help="a user's API key (ITEMFLOW_API_KEY)",
+    )
+
+
+def api_client(args: argparse.Namespace) -> httpx.Client:
+    # Imported here: the commands that run the system need no HTTP client.
+    import httpx
+
+    return httpx.Client(
+        base_url=args.url.rstrip("/") + "/api/v1",
+        headers={"Authorization": f"Bearer {args.api_key}"},
+        timeout=120,
+    )
+
+
+def _aware(text: str) -> str:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a zone, e.g. {text}Z or {text}+02:00")
+    return moment.isoformat()
+
+
+def run_jobs_command(args: argparse.Namespace) -> int:
+    if not args.api_key:
+        print("itemflow jobs: give --api-key or set ITEMFLOW_API_KEY", file=sys.stderr)
+        return 2
+    import httpx
+
+    path = f"/datasets/{args.dataset}/post-processors/jobs"
+    try:
+        with api_client(args) as client:
+            if args.jobs_command == "retry":
+                answer = client.post(path + "/retry", json=_retry_filter(args))
+            else:
+                answer = client.get(path + "/summary")
+    except httpx.HTTPError as error:
+        print(f"itemflow jobs: cannot reach the API at {args.url}: {error}", file=sys.stderr)
+        return 1
+    if answer.is_error:
+        print(f"itemflow jobs {args.jobs_command}: {_problem(answer)}", file=sys.stderr)
+        return 1
+    if args.jobs_command == "retry":
+        retried = answer.json()
+        print(f"retried {retried['retried']}, skipped {retried['skipped']}")
+        if retried["skipped"]:
+            print(
+                "skipped jobs have used all their attempts: --max-attempts N raises the cap",
+                file=sys.stderr,
+            )
+    else:
+        print_summary(answer.json())
+    return 0
+
+
+def _retry_filter(args: argparse.Namespace) -> dict[str, Any]:
+    chosen = {
+        "status": JobStatus.FAILED.value,
+        "post_processor_id": args.post_processor,
+        "model_type": args.model_type,
+        "error_contains": args.error_contains,
+        "created_before": args.created_before,
+        "created_after": args.created_after,
+        "max_attempts": args.max_attempts,
+    }
+    return {name: value for name, value in chosen.items() if value is not None}
+
+
+def _problem(answer: httpx.Response) -> str:
+    """A problem+json answer in a line: its detail, and each field error."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return f"{answer.status_code} {answer.text[:200]}"
+    errors = [
+        f"{'.'.join(str(part) for part in error['loc'][1:])}: {error['msg']}"
+        for error in body.get("errors", [])
+    ]
+    return "; ".join([f"{answer.status_code} {body.get('detail') or body.get('title')}", *errors])
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    statuses = [status.value for status in JobStatus] + ["total"]
+    print(f"{'POST-PROCESSOR':<24} {'MODEL TYPE':<16}" + "".join(f"{s:>11}" for s in statuses))
+    names = {}
+    for row in summary["post_processors"]:
+        names[row["post_processor_id"]] = row["name"]
+        counts = "".join(f"{row['counts'][s]:>11}" for s in statuses)
+        print(f"{row['name'][:24]:<24} {row['model_type']:<16}{counts}")
+    if summary["errors"]:
+        print("\nmost common errors of failed jobs:")
+        for error in summary["errors"]:
+            name = names.get(error["post_processor_id"], error["post_processor_id"])
+            print(f"{error['count']:>7}  {name[:24]:<24} {error['error']}")
