@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
 from api.openapi import serve_openapi
@@ -16,6 +17,7 @@ from api.routes import (
     datasets,
     files,
     items,
+    metrics,
     postprocessors,
     providers,
     system,
@@ -46,7 +48,8 @@ def create_app() -> Starlette:
         Route("/openapi.json", serve_openapi, methods=["GET"]),
     ]
     return Starlette(
-        routes=[*system.routes, Mount("/api/v1", routes=api_routes)],
+        routes=[*system.routes, *metrics.routes, Mount("/api/v1", routes=api_routes)],
+        middleware=[Middleware(metrics.RequestMetrics)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -99,8 +99,9 @@ class Declaration:
     if_match: bool = False
     body_optional: bool = False
     errors: tuple[int, ...] = ()  # beyond those every route may answer
-    # A route that needs no key, and what it answers, in words.
+    # A route that needs no key, and what it answers, in words, as what.
     public: str = ""
+    public_media_type: str = "application/json"
 
 
 def declare(declaration: Declaration) -> Callable[[Endpoint], Endpoint]:

@@ -116,7 +116,9 @@ def _operation(
     method: str, path: str, declared: Declaration, schemas: dict[Any, Any]
 ) -> dict[str, Any]:
     if declared.public:
-        ok = {"description": declared.public, "content": {"application/json": {"schema": {}}}}
+        media_type = declared.public_media_type
+        schema = {} if media_type == "application/json" else {"type": "string"}
+        ok = {"description": declared.public, "content": {media_type: {"schema": schema}}}
         return {
             "operationId": _operation_id(method, path),
             "security": [],

@@ -304,6 +304,18 @@ def run_worker(name: str = "celery@%h", model_types: str = "", pool: str = "pref
             from shared.storage.s3 import remove_stale_downloads
 
             remove_stale_downloads(settings.longest_time_limit + 60)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        from shared.metrics import worker_registry
+
+        # In the main process, before the pool forks: a thread that sums
+        # what every process of this worker counted.
+        start_http_server(
+            settings.worker_metrics_port,
+            settings.worker_metrics_host,
+            registry=worker_registry(),
+        )
     celery_app.worker_main(
         [
             "worker",

@@ -44,6 +44,16 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = Field(default=1, ge=1)
+    # /metrics answers a loopback client without a key; any other only with
+    # `Authorization: Bearer <METRICS_TOKEN>`, and none while it is empty.
+    metrics_token: str = ""
+    # Where the API's and the workers' processes keep their metrics
+    # (Prometheus's multiprocess files); empty: VAR_DIR/metrics. Processes
+    # on one machine that share it are summed in one /metrics.
+    metrics_dir: Path | None = None
+    # A worker's own /metrics, for a worker on a machine of its own (0: none).
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
     # "user:password" pairs separated by commas; empty means no auth, which
@@ -264,6 +274,10 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or "filesystem://"
+
+    @property
+    def metrics_folder(self) -> Path:
+        return (self.metrics_dir or self.var_dir / "metrics").resolve()
 
     @property
     def broker_folder(self) -> Path:

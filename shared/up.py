@@ -61,6 +61,9 @@ def up(workers: int = 1) -> int:
             )
             return 1
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    # The counts the last run's processes left: every process here is new.
+    for stale in settings.metrics_folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
     upgrade_database()
     key = local_key()
     stopping = False
@@ -132,6 +135,7 @@ def _banner(settings: Settings, key: str) -> str:
         "\nitemflow is ready:\n"
         f"  API      {api_url}\n"
         f"  Flower   http://{settings.flower_host}:{settings.flower_port}\n"
+        f"  metrics  http://{settings.api_host}:{settings.api_port}/metrics\n"
         f"  database {_redact(settings.effective_database_url)}\n"
         f"  broker   {_redact(settings.effective_broker_url)}\n"
         f"  files    {get_storage().location}\n"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 
 from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init
 
+from shared import metrics
 from shared.db import get_engine
 from shared.inference.registry import get_registry
 from shared.queue import TASK_NAME
-from shared.services.execution import abandon_timed_out, run_job
+from shared.services.execution import RunOutcome, abandon_timed_out, run_job
 from shared.services.retries import DATABASE_OUTAGE
 from shared.settings import get_settings
 from worker.app import celery_app
@@ -36,8 +38,12 @@ def run_post_processor(
         # This process's worker is shutting down and has stopped its jobs:
         # the message goes back to the broker for another worker.
         raise Reject("the worker is shutting down", requeue=True)
+    started = time.perf_counter()
+    outcome = run_job(uuid.UUID(job_id), shutdown).status
+    ran = outcome is not RunOutcome.SKIPPED
+    metrics.job_ran(model_type, outcome.value, time.perf_counter() - started if ran else None)
     # The value, not the enum: Flower shows the task's result as its repr.
-    return run_job(uuid.UUID(job_id), shutdown).status.value
+    return outcome.value
 
 
 @worker_process_init.connect
@@ -75,3 +81,4 @@ def count_hard_time_limit(
     if isinstance(exception, TimeLimitExceeded) and kwargs and "job_id" in kwargs:
         seconds = float(exception.args[0]) if exception.args else 0.0
         abandon_timed_out(uuid.UUID(kwargs["job_id"]), seconds)
+        metrics.job_ran(kwargs.get("model_type", ""), "time_limit", seconds)

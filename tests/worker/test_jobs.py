@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.builders import (
     item_path,
@@ -290,3 +292,37 @@ def test_failed_jobs_retried_in_bulk_from_the_cli_run_once_more_and_no_other(cli
     # pending, processing, completed, failed, total
     assert rows == {"rejects": ["0", "0", "0", "3", "3"], "fine": ["0", "0", "3", "0", "3"]}
     assert summary[-1].split(None, 2) == ["3", "rejects", "the test model rejects every input"]
+
+
+def test_the_workers_runs_are_in_the_apis_metrics(client, api_url):
+    def runs():
+        text = httpx.get(api_url + "/metrics", timeout=30).text
+        found: dict[tuple[str, str, str], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if labels.get("model_type") == "classification":
+                    key = (sample.name, labels.get("outcome", ""), labels.get("le", ""))
+                    found[key] = sample.value
+        return found
+
+    before = runs()
+    dataset = make_dataset(client)
+    make_post_processor(
+        client, dataset, name="rejects", model_type="classification", model_id="test-reject"
+    )
+    flaky(client, dataset, post_processor={"name": "fine"})
+    item = uploaded_item(client, dataset)
+    wait_for_jobs(client, dataset, item)
+
+    after = runs()
+
+    def more(name, outcome, le=""):
+        return after.get((name, outcome, le), 0) - before.get((name, outcome, le), 0)
+
+    # Counted in the worker's pool processes, summed by the API's /metrics.
+    assert more("itemflow_job_runs_total", "completed") >= 1
+    assert more("itemflow_job_runs_total", "failed") >= 1
+    assert more("itemflow_job_duration_seconds_count", "completed") >= 1
+    assert more("itemflow_job_duration_seconds_bucket", "completed", "+Inf") >= 1
+    assert more("itemflow_job_duration_seconds_bucket", "failed", "900.0") >= 1

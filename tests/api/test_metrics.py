@@ -1,0 +1,90 @@
+"""GET /metrics: who may read it, and what the API itself puts in it (the
+workers' side is in tests/worker/test_jobs.py)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from shared.settings import get_settings
+from tests.builders import make_dataset, make_item, make_quick_post_processor, ok, problem, upload
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The exposition's samples by name: [(labels, value)]."""
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
+
+
+def scrape(api_url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    answer = httpx.get(api_url + "/metrics", timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain")
+    return samples(answer.text)
+
+
+def test_the_jobs_are_counted_by_status_and_model_type(client, api_url):
+    dataset = make_dataset(client)
+    make_quick_post_processor(client, dataset)
+    # No series before its first job: a model type appears with its jobs.
+    before = scrape(api_url).get("itemflow_jobs", [])
+    for _ in range(3):
+        ok(upload(client, dataset, make_item(client, dataset), b"text"))
+
+    after = scrape(api_url)["itemflow_jobs"]
+
+    def total(series):
+        return sum(value for labels, value in series if labels["model_type"] == "classification")
+
+    # No worker runs here: the three are pending (each status has its series).
+    assert total(after) - total(before) == 3
+    statuses = {labels["status"] for labels, _ in after if labels["model_type"] == "classification"}
+    assert statuses == {"pending", "processing", "completed", "failed"}
+
+
+def test_each_queue_has_its_length(api_url):
+    lengths = {labels["queue"]: value for labels, value in scrape(api_url)["itemflow_queue_length"]}
+
+    queue = get_settings().queue_name
+    assert {f"{queue}.classification", f"{queue}.ocr", f"{queue}.external"} <= set(lengths)
+    assert all(value >= 0 for value in lengths.values())
+
+
+def test_requests_are_timed_by_route_template_not_by_path(client, api_url):
+    dataset = make_dataset(client)
+    ok(client.get(f"/datasets/{dataset['id']}"))
+    problem(client.get("/no/such/route"), 404)
+
+    counts = {
+        (labels["route"], labels["method"], labels["status"]): value
+        for labels, value in scrape(api_url)["itemflow_http_request_duration_seconds_count"]
+    }
+
+    assert counts[("/api/v1/datasets/{dataset_id}", "GET", "200")] >= 1
+    assert counts[("unmatched", "GET", "404")] >= 1
+    assert not [route for route, _, _ in counts if dataset["id"] in route]
+
+
+@pytest.fixture
+def from_afar():
+    """The API in this process, asked from an address that is not loopback."""
+    with TestClient(create_app(), client=("203.0.113.9", 40000)) as remote:
+        yield remote
+
+
+def test_from_afar_it_needs_the_token(from_afar, monkeypatch):
+    body = problem(from_afar.get("/metrics"), 403)
+    assert "METRICS_TOKEN" in body["detail"]
+
+    monkeypatch.setattr(get_settings(), "metrics_token", "a-long-scrape-token")
+    problem(from_afar.get("/metrics"), 401)
+    problem(from_afar.get("/metrics", headers={"Authorization": "Bearer wrong"}), 401)
+    answer = from_afar.get("/metrics", headers={"Authorization": "Bearer a-long-scrape-token"})
+    assert answer.status_code == 200
+    assert "itemflow_queue_length" in samples(answer.text)
