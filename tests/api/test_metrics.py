@@ -29,15 +29,26 @@ def scrape(api_url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return samples(answer.text)
 
 
+def queued(scraped, name: str) -> float:
+    queue = f"{get_settings().queue_name}.{name}"
+    lengths = scraped["itemflow_queue_length"]
+    return sum(value for labels, value in lengths if labels["queue"] == queue)
+
+
 def test_the_jobs_are_counted_by_status_and_model_type(client, api_url):
     dataset = make_dataset(client)
     make_quick_post_processor(client, dataset)
+    scraped = scrape(api_url)
     # No series before its first job: a model type appears with its jobs.
-    before = scrape(api_url).get("itemflow_jobs", [])
+    before = scraped.get("itemflow_jobs", [])
+    waiting = queued(scraped, "classification")
     for _ in range(3):
         ok(upload(client, dataset, make_item(client, dataset), b"text"))
 
-    after = scrape(api_url)["itemflow_jobs"]
+    scraped = scrape(api_url)
+    after = scraped["itemflow_jobs"]
+    # No worker takes them here: their messages wait in the queue.
+    assert queued(scraped, "classification") - waiting == 3
 
     def total(series):
         return sum(value for labels, value in series if labels["model_type"] == "classification")
