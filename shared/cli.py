@@ -333,7 +333,17 @@ def run_flower() -> int:
     from worker.app import celery_app
 
     settings = get_settings()
-    argv = ["flower", f"--address={settings.flower_host}", f"--port={settings.flower_port}"]
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "flower",
+        f"--address={settings.flower_host}",
+        f"--port={settings.flower_port}",
+        # Its tasks' history kept across its own restarts: saved on the way
+        # out, and every minute should it be killed instead.
+        "--persistent=True",
+        f"--db={settings.var_dir.resolve() / 'flower'}",
+        "--state_save_interval=60000",
+    ]
     if settings.flower_basic_auth:
         argv.append(f"--basic_auth={settings.flower_basic_auth}")
     elif settings.flower_host in ("127.0.0.1", "localhost", "::1"):

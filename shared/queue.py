@@ -35,6 +35,7 @@ class JobMessage:
     post_processor: str
     model_type: str
     model_id: str = ""  # with the type, chooses the queue
+    dataset_id: str = ""
 
 
 def send(message: JobMessage, countdown: float = 0) -> None:

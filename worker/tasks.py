@@ -7,29 +7,40 @@ import os
 import time
 import uuid
 
-from celery.exceptions import Reject, TimeLimitExceeded
+from celery.exceptions import Reject, Retry, TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init
 
 from shared import metrics
 from shared.db import get_engine
 from shared.inference.registry import get_registry
 from shared.queue import TASK_NAME
-from shared.services.execution import RunOutcome, abandon_timed_out, run_job
+from shared.services.execution import Outcome, RunOutcome, abandon_timed_out, run_job
 from shared.services.retries import DATABASE_OUTAGE
 from shared.settings import get_settings
 from worker.app import celery_app
 from worker.shutdown import shutdown
 
 
+class JobFailed(Exception):
+    """The job failed for good: Flower shows the task as FAILURE with this."""
+
+
+class JobRetrying(Exception):
+    """The run failed and the job runs again after its back-off (its message
+    is already sent): Flower shows the task as RETRY with this."""
+
+
 # The database unreachable (down, restarting): the message is sent again
 # with back-off rather than used up (see shared/services/retries.py).
-@celery_app.task(name=TASK_NAME, ignore_result=True, **DATABASE_OUTAGE)
+# Expected outcomes (`throws`) are logged as a line, not a traceback.
+@celery_app.task(name=TASK_NAME, ignore_result=True, throws=(JobFailed,), **DATABASE_OUTAGE)
 def run_post_processor(
     job_id: str,
     item_id: str = "",
     post_processor: str = "",
     model_type: str = "",
     model_id: str = "",
+    dataset_id: str = "",
 ) -> str:
     """Run one post-processor job. Only `job_id` is needed to run it; the
     rest is in the message so that Flower shows it."""
@@ -39,11 +50,32 @@ def run_post_processor(
         # the message goes back to the broker for another worker.
         raise Reject("the worker is shutting down", requeue=True)
     started = time.perf_counter()
-    outcome = run_job(uuid.UUID(job_id), shutdown).status
-    ran = outcome is not RunOutcome.SKIPPED
-    metrics.job_ran(model_type, outcome.value, time.perf_counter() - started if ran else None)
-    # The value, not the enum: Flower shows the task's result as its repr.
-    return outcome.value
+    outcome = run_job(uuid.UUID(job_id), shutdown)
+    ran = outcome.status is not RunOutcome.SKIPPED
+    metrics.job_ran(
+        model_type, outcome.status.value, time.perf_counter() - started if ran else None
+    )
+    return as_task_state(outcome)
+
+
+def as_task_state(outcome: Outcome) -> str:
+    """The task's state in Flower, as the job's: SUCCESS with "completed"
+    or, for a duplicate message, "skipped"; FAILURE for a job failed for
+    good; RETRY for a run that failed, or was put back, and runs again. The
+    message is acknowledged in each case. A RETRY raised here only tells
+    Celery what happened: the job's own message for the next run was sent
+    already (one back-off, not Celery's besides)."""
+    attempt = f"attempt {outcome.attempt}"
+    if outcome.status is RunOutcome.FAILED:
+        raise JobFailed(f"{attempt}: {outcome.error}")
+    if outcome.status is RunOutcome.RETRYING:
+        raise Retry(f"{attempt} failed", exc=JobRetrying(f"{attempt}: {outcome.error}"))
+    if outcome.status is RunOutcome.PUT_BACK:
+        reason = f"{attempt} put back by a shutdown; it does not count"
+        raise Retry(reason, exc=JobRetrying(reason))
+    if outcome.status is RunOutcome.SKIPPED:
+        return "skipped: nothing to claim (a duplicate message, or the job is gone)"
+    return f"completed ({attempt})"
 
 
 @worker_process_init.connect

@@ -54,6 +54,7 @@ class ClaimedJob:
     config: PostProcessorConfig
     # The registered ONNX model the post-processor names, if it names one.
     registered_model: ModelSpec | None = None
+    dataset_id: uuid.UUID | None = None  # for the messages sent again
 
 
 def create_jobs_for_upload(session: Session, item: DatasetItem) -> list[PostProcessorJob]:
@@ -85,19 +86,23 @@ def create_jobs_for_upload(session: Session, item: DatasetItem) -> list[PostProc
 def enqueue_after_commit(
     session: Session, job: PostProcessorJob, post_processor: PostProcessor, countdown: float = 0
 ) -> None:
-    _send_after_commit(session, job.id, job.dataset_item_id, post_processor, countdown)
+    _send_after_commit(
+        session, job.id, job.dataset_item_id, job.dataset_id, post_processor, countdown
+    )
 
 
 def _send_after_commit(
     session: Session,
     job_id: uuid.UUID,
     item_id: uuid.UUID,
+    dataset_id: uuid.UUID | None,
     post_processor: PostProcessor | PostProcessorConfig,
     countdown: float,
 ) -> None:
     message = queue.JobMessage(
         job_id=str(job_id),
         item_id=str(item_id),
+        dataset_id=str(dataset_id or ""),
         post_processor=post_processor.name,
         model_type=post_processor.model_type,
         model_id=post_processor.model_id,
@@ -164,6 +169,7 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
         registered_model=onnx_models.registered_spec(
             session, post_processor.model_type, post_processor.model_id
         ),
+        dataset_id=item.dataset_id,
     )
 
 
@@ -300,7 +306,7 @@ def put_back(
 
 def _send_again_after_commit(session: Session, job: ClaimedJob, countdown: float = 0) -> None:
     """A claimed job's message, from what the claim read: no query."""
-    _send_after_commit(session, job.job_id, job.item.id, job.config, countdown)
+    _send_after_commit(session, job.job_id, job.item.id, job.dataset_id, job.config, countdown)
 
 
 def abandon_attempt(
