@@ -252,6 +252,10 @@ def manage_models(args: argparse.Namespace) -> int:
 def run_api() -> int:
     import uvicorn
 
+    from shared.metrics_files import count_in_files
+
+    # Each API process (API_WORKERS) counts in a file of its own.
+    count_in_files()
     settings = get_settings()
     uvicorn.run(
         "api.app:app",
@@ -270,6 +274,10 @@ def run_worker(name: str = "celery@%h", model_types: str = "", pool: str = "pref
     # Each worker process runs one job at a time; NumPy's BLAS threads would
     # only fight the other processes for the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from shared.metrics_files import count_in_files
+
+    # Before the tasks are imported: the pool processes count in files.
+    count_in_files()
     from shared.inference.registry import get_registry
     from shared.storage import report_unavailable
     from worker.app import celery_app

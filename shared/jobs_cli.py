@@ -55,7 +55,8 @@ def api_client(args: argparse.Namespace) -> httpx.Client:
     return httpx.Client(
         base_url=args.url.rstrip("/") + "/api/v1",
         headers={"Authorization": f"Bearer {args.api_key}"},
-        timeout=120,
+        # A bulk retry of many jobs sends their messages before it answers.
+        timeout=httpx.Timeout(10, read=600),
     )
 
 
@@ -82,6 +83,13 @@ def run_jobs_command(args: argparse.Namespace) -> int:
                 answer = client.post(path + "/retry", json=_retry_filter(args))
             else:
                 answer = client.get(path + "/summary")
+    except httpx.ReadTimeout:
+        print(
+            f"itemflow jobs {args.jobs_command}: no answer within 10 minutes; the API may "
+            "still have done it: see `itemflow jobs summary`",
+            file=sys.stderr,
+        )
+        return 1
     except httpx.HTTPError as error:
         print(f"itemflow jobs: cannot reach the API at {args.url}: {error}", file=sys.stderr)
         return 1

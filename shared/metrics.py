@@ -8,6 +8,10 @@ in METRICS_DIR (prometheus_client's multiprocess mode), and a /metrics sums
 the files there. On one machine (`itemflow up`) that is one directory for
 the API and the workers, and the API's /metrics has all of it; a worker on
 a machine of its own serves its own on WORKER_METRICS_PORT.
+
+The API's and the workers' processes turn that on before they import this
+module (shared/metrics_files.py); other processes that import it (Flower,
+through the worker's tasks) count in memory and leave the files alone.
 """
 
 from __future__ import annotations
@@ -17,15 +21,7 @@ import logging
 import os
 from collections.abc import Iterator
 
-from shared.settings import get_settings
-
-# Before prometheus_client is first imported: it chooses where values live
-# when imported, and is re-told below in case something imported it first.
-_FOLDER = get_settings().metrics_folder
-_FOLDER.mkdir(parents=True, exist_ok=True)
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_FOLDER)
-
-from prometheus_client import (  # noqa: E402
+from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
@@ -34,9 +30,14 @@ from prometheus_client import (  # noqa: E402
     multiprocess,
     values,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
-from prometheus_client.registry import Collector  # noqa: E402
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from shared.metrics_files import MULTIPROCESS
+from shared.settings import get_settings
+
+# prometheus_client picks where values live when it is first imported,
+# which may have been before this process chose files.
 values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ def job_ran(model_type: str, outcome: str, seconds: float | None) -> None:
 def worker_registry() -> CollectorRegistry:
     """What this machine's processes counted."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(_FOLDER))  # type: ignore[no-untyped-call]
+    folder = os.environ.get(MULTIPROCESS) or str(get_settings().metrics_folder)
+    multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
     return registry
 
 

@@ -4,6 +4,7 @@ one command that stops them all together."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -119,9 +120,13 @@ def _spawn_children(workers: int) -> dict[str, subprocess.Popen[bytes]]:
     # Each child in a session of its own: Ctrl-C reaches only `up`, which
     # then stops the children once, instead of every child getting the
     # terminal's SIGINT and then our SIGTERM on top.
+    # The API's /metrics has every worker's counts here: a worker port of
+    # their own would only be taken by the first of them.
+    env = {key: value for key, value in os.environ.items() if key != "WORKER_METRICS_PORT"}
     return {
         name: subprocess.Popen(
             [sys.executable, "-m", "shared.cli", *command],
+            env=env,
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )

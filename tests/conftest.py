@@ -21,6 +21,7 @@ BACKEND = os.environ.get("ITEMFLOW_TEST_BACKEND", "embedded")
 VAR_DIR = Path(tempfile.mkdtemp(prefix="itemflow-test-"))
 STATE_DIR = VAR_DIR / "plugin-state"
 STATE_DIR.mkdir()
+(VAR_DIR / "metrics").mkdir()
 ADMIN_DATABASE_URL = os.environ.get(
     "TEST_ADMIN_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -40,6 +41,9 @@ os.environ.update(
         # For the slow test model; the rule-based NER runs in milliseconds.
         "TIME_LIMITS": '{"ner": [2, 4]}',
         "ITEMFLOW_TEST_STATE_DIR": str(STATE_DIR),
+        # The API in this process counts in files, as `itemflow api` does,
+        # and its /metrics sums the test workers' files there too.
+        "PROMETHEUS_MULTIPROC_DIR": str(VAR_DIR / "metrics"),
         # Short back-offs keep the retry tests quick.
         "RETRY_BACKOFF_SECONDS": "0.2",
         "RETRY_BACKOFF_MAX_SECONDS": "1",

@@ -40,21 +40,35 @@ async def serve_metrics(request: Request) -> Response:
     return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
 
 
+# Set by proxies: a request that came through one is not this machine's own,
+# whatever address the proxy (or uvicorn's reading of its headers) gives it.
+FORWARDED = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
 def _allowed(request: Request) -> bool:
-    host = request.client.host if request.client else ""
-    try:
-        if ip_address(host).is_loopback:
-            return True
-    except ValueError:
-        pass  # not an address (a test client's name): a token is needed
+    if _from_this_machine(request):
+        return True
     token = get_settings().metrics_token
     given = request.headers.get("authorization", "")
     return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
+def _from_this_machine(request: Request) -> bool:
+    if any(name in request.headers for name in FORWARDED):
+        return False
+    try:
+        address = ip_address(request.client.host if request.client else "")
+    except ValueError:
+        return False  # not an address (a test client's name): a token is needed
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return bool((mapped or address).is_loopback)
+
+
 routes = [Route("/metrics", serve_metrics, methods=["GET"])]
 
 
+# Any other method makes one series, not one each.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -89,7 +103,8 @@ class RequestMetrics:
             template = "unmatched"
             if route is not None and not isinstance(route, Mount):
                 template = _template(scope.get("root_path", ""), route.path)
-            metrics.HTTP_DURATION.labels(template, scope["method"], str(status)).observe(
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            metrics.HTTP_DURATION.labels(template, method, str(status)).observe(
                 time.perf_counter() - started
             )
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import JobStatus, PostProcessor, PostProcessorJob, utcnow
-from shared.services.jobs import enqueue_after_commit
+from shared.services.jobs import send_after_commit
 from shared.services.scope import get_dataset
 
 # The errors listed in a summary, most common first, each cut to this length
@@ -28,7 +28,7 @@ class RetryFilter:
     error_contains: str | None = None
     created_before: datetime | None = None
     created_after: datetime | None = None
-    # Raises (or sets) the jobs' cap, as a single retry's body does.
+    # Raises the jobs' cap of attempts to this (a higher one stays).
     max_attempts: int | None = None
 
 
@@ -50,7 +50,13 @@ def retry_failed(
     and a job that is not failed never runs again."""
     get_dataset(session, user_id, dataset_id)
     matching = _failed_matching(dataset_id, chosen)
-    cap = chosen.max_attempts if chosen.max_attempts is not None else PostProcessorJob.max_attempts
+    cap: Any = PostProcessorJob.max_attempts
+    if chosen.max_attempts is not None:
+        # Raised, never lowered: a job allowed more keeps its own cap.
+        cap = case(
+            (PostProcessorJob.max_attempts > chosen.max_attempts, PostProcessorJob.max_attempts),
+            else_=chosen.max_attempts,
+        )
     retried = session.execute(
         update(PostProcessorJob)
         .where(*matching, PostProcessorJob.attempts < cap)
@@ -61,11 +67,18 @@ def retry_failed(
             max_attempts=cap,
             updated_at=utcnow(),
         )
-        .returning(PostProcessorJob.id, PostProcessorJob.dataset_item_id)
+        .returning(
+            PostProcessorJob.id,
+            PostProcessorJob.dataset_item_id,
+            PostProcessorJob.post_processor_id,
+        )
         .execution_options(synchronize_session=False)
     ).all()
-    # After the update: what still matches is failed and was not retried.
-    skipped = session.scalar(select(func.count()).select_from(PostProcessorJob).where(*matching))
+    skipped = session.scalar(
+        select(func.count())
+        .select_from(PostProcessorJob)
+        .where(*matching, PostProcessorJob.attempts >= cap)
+    )
     if retried:
         post_processors = {
             row.id: row
@@ -73,10 +86,11 @@ def retry_failed(
                 select(PostProcessor).where(PostProcessor.dataset_id == dataset_id)
             )
         }
-        for job in session.scalars(
-            select(PostProcessorJob).where(PostProcessorJob.id.in_([row.id for row in retried]))
-        ):
-            enqueue_after_commit(session, job, post_processors[job.post_processor_id])
+        # From the returned rows: no query by their ids, however many.
+        for job_id, item_id, post_processor_id in retried:
+            send_after_commit(
+                session, job_id, item_id, dataset_id, post_processors[post_processor_id], 0
+            )
     return Retried(retried=len(retried), skipped=skipped or 0)
 
 

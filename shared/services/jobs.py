@@ -86,12 +86,12 @@ def create_jobs_for_upload(session: Session, item: DatasetItem) -> list[PostProc
 def enqueue_after_commit(
     session: Session, job: PostProcessorJob, post_processor: PostProcessor, countdown: float = 0
 ) -> None:
-    _send_after_commit(
+    send_after_commit(
         session, job.id, job.dataset_item_id, job.dataset_id, post_processor, countdown
     )
 
 
-def _send_after_commit(
+def send_after_commit(
     session: Session,
     job_id: uuid.UUID,
     item_id: uuid.UUID,
@@ -306,7 +306,7 @@ def put_back(
 
 def _send_again_after_commit(session: Session, job: ClaimedJob, countdown: float = 0) -> None:
     """A claimed job's message, from what the claim read: no query."""
-    _send_after_commit(session, job.job_id, job.item.id, job.dataset_id, job.config, countdown)
+    send_after_commit(session, job.job_id, job.item.id, job.dataset_id, job.config, countdown)
 
 
 def abandon_attempt(

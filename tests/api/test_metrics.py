@@ -99,3 +99,18 @@ def test_from_afar_it_needs_the_token(from_afar, monkeypatch):
     answer = from_afar.get("/metrics", headers={"Authorization": "Bearer a-long-scrape-token"})
     assert answer.status_code == 200
     assert "itemflow_queue_length" in samples(answer.text)
+
+
+def test_a_request_through_a_proxy_is_not_this_machines_own(api_url, monkeypatch):
+    # As a proxy on this machine passes a client's request on, whatever
+    # address it (or uvicorn's reading of its headers) gives the client.
+    for header in ({"X-Forwarded-For": "127.0.0.1"}, {"Forwarded": "for=127.0.0.1"}):
+        problem(httpx.get(api_url + "/metrics", headers=header), 403)
+    monkeypatch.setattr(get_settings(), "metrics_token", "a-long-scrape-token")
+    through = {"X-Forwarded-For": "198.51.100.7", "Authorization": "Bearer a-long-scrape-token"}
+    assert httpx.get(api_url + "/metrics", headers=through).status_code == 200
+
+
+def test_an_ipv4_client_on_an_ipv6_socket_is_loopback():
+    with TestClient(create_app(), client=("::ffff:127.0.0.1", 40000)) as local:
+        assert local.get("/metrics").status_code == 200

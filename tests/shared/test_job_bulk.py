@@ -97,6 +97,16 @@ def test_jobs_without_an_attempt_left_are_skipped_unless_the_cap_is_raised(sent)
     assert len(sent) == 2
 
 
+def test_max_attempts_raises_the_cap_and_never_lowers_it(sent):
+    dataset_id, user_id, _, ids = a_dataset(
+        {"ocr": [failed(attempts=4, max_attempts=10), failed(attempts=2, max_attempts=2)]}
+    )
+
+    assert retry(dataset_id, user_id, max_attempts=3) == job_bulk.Retried(retried=2, skipped=0)
+
+    assert [(job.attempts, job.max_attempts) for job in rows(ids)] == [(4, 10), (2, 3)]
+
+
 def test_the_filter_picks_by_post_processor_model_type_error_and_creation_time(sent):
     long_ago = datetime.now(UTC) - timedelta(days=10)
     dataset_id, user_id, post_processors, ids = a_dataset(
