@@ -111,7 +111,11 @@ class JobsCollector(Collector):
 
 class QueuesCollector(Collector):
     """itemflow_queue_length{queue}: messages waiting in each job queue of
-    the broker (not those a worker holds)."""
+    the broker (not those a worker holds); the queues of `queue_name`, the
+    installation's own unless given."""
+
+    def __init__(self, queue_name: str | None = None) -> None:
+        self.queue_name = queue_name
 
     def collect(self) -> Iterator[Metric]:
         from kombu.exceptions import ChannelError
@@ -122,6 +126,8 @@ class QueuesCollector(Collector):
             "itemflow_queue_length", "Messages waiting in a job queue.", labels=["queue"]
         )
         settings = get_settings()
+        if self.queue_name is not None:
+            settings = settings.model_copy(update={"queue_name": self.queue_name})
         with celery_app().connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
             for name in QUEUES:
