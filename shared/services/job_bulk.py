@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.errors import NotFound
 from shared.models import JobStatus, PostProcessor, PostProcessorJob, utcnow
 from shared.services.jobs import send_after_commit
 from shared.services.scope import get_dataset
@@ -49,6 +50,12 @@ def retry_failed(
     took meanwhile no longer matches, so it is enqueued by that one alone,
     and a job that is not failed never runs again."""
     get_dataset(session, user_id, dataset_id)
+    if chosen.post_processor_id is not None:
+        # One of another dataset (or another user's) is not found, as one
+        # that does not exist: not a filter that quietly matches nothing.
+        found = session.get(PostProcessor, chosen.post_processor_id)
+        if found is None or found.dataset_id != dataset_id:
+            raise NotFound("Post-processor not found.")
     matching = _failed_matching(dataset_id, chosen)
     cap: Any = PostProcessorJob.max_attempts
     if chosen.max_attempts is not None:

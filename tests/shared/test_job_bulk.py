@@ -136,7 +136,11 @@ def test_the_filter_picks_by_post_processor_model_type_error_and_creation_time(s
     assert picked(created_before=long_ago + timedelta(days=1)) == 1
     assert picked(created_after=long_ago + timedelta(days=1)) == 3
     assert picked(post_processor_id=llm, created_before=long_ago) == 0
-    assert picked(post_processor_id=uuid.uuid4()) == 0
+    with pytest.raises(NotFound):
+        picked(post_processor_id=uuid.uuid4())
+    other_dataset, _, others, _ = a_dataset({"ocr": [failed()]})
+    with pytest.raises(NotFound):
+        picked(post_processor_id=others["ocr"])
 
 
 def test_simultaneous_bulk_retries_enqueue_each_job_once(sent):
