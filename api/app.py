@@ -15,6 +15,7 @@ from api.openapi import serve_openapi
 from api.problems import EXCEPTION_HANDLERS
 from api.routes import (
     datasets,
+    docs,
     files,
     items,
     metrics,
@@ -46,6 +47,7 @@ def create_app() -> Starlette:
         *providers.routes,
         *system.api_routes,
         Route("/openapi.json", serve_openapi, methods=["GET"]),
+        *docs.routes,
     ]
     return Starlette(
         routes=[*system.routes, *metrics.routes, Mount("/api/v1", routes=api_routes)],

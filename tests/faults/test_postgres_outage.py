@@ -90,7 +90,13 @@ FILES_DIR = OWN_VAR_DIR / "files"
 # The routes that need no database answer as ever; every other one says 503.
 # /metrics serves what it can read (the queues, the counts), without the
 # jobs' series.
-WITHOUT_DATABASE = {("get", "/healthz"), ("get", "/api/v1/openapi.json"), ("get", "/metrics")}
+WITHOUT_DATABASE = {
+    ("get", "/healthz"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/docs"),
+    ("get", "/api/v1/docs/init.js"),
+    ("get", "/metrics"),
+}
 # A 503 must come at once, not after a connect attempt hangs.
 QUICK_SECONDS = 5.0
 
