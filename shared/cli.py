@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from shared.import_cli import add_import_command, run_import
 from shared.jobs_cli import add_jobs_command, run_jobs_command
 from shared.settings import get_settings
 
@@ -61,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         "secrets-key", help="print a new key for SECRETS_KEY (users' stored provider keys)"
     )
     add_jobs_command(commands)
+    add_import_command(commands)
     args = parser.parse_args(argv)
+    # Clients of the API: none of the server's settings.
     if args.command == "jobs":
-        # A client of the API: none of the server's settings.
         return run_jobs_command(args)
+    if args.command == "import":
+        return run_import(args)
     if args.command == "secrets-key":
         # Before the settings are read: making a key needs none of them.
         from cryptography.fernet import Fernet

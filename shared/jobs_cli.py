@@ -94,7 +94,7 @@ def run_jobs_command(args: argparse.Namespace) -> int:
         print(f"itemflow jobs: cannot reach the API at {args.url}: {error}", file=sys.stderr)
         return 1
     if answer.is_error:
-        print(f"itemflow jobs {args.jobs_command}: {_problem(answer)}", file=sys.stderr)
+        print(f"itemflow jobs {args.jobs_command}: {problem_line(answer)}", file=sys.stderr)
         return 1
     if args.jobs_command == "retry":
         retried = answer.json()
@@ -122,7 +122,7 @@ def _retry_filter(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in chosen.items() if value is not None}
 
 
-def _problem(answer: httpx.Response) -> str:
+def problem_line(answer: httpx.Response) -> str:
     """A problem+json answer in a line: its detail, and each field error."""
     try:
         body = answer.json()
