@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from shared.errors import NotFound
-from shared.models import JobStatus, PostProcessor, PostProcessorJob, utcnow
-from shared.services.jobs import send_after_commit
+from shared.models import JobStatus, PostProcessor, PostProcessorJob
+from shared.services.jobs import back_to_pending, send_after_commit
 from shared.services.scope import get_dataset
 
 # The errors listed in a summary, most common first, each cut to this length
@@ -65,15 +65,7 @@ def retry_failed(
             else_=chosen.max_attempts,
         )
     retried = session.execute(
-        update(PostProcessorJob)
-        .where(*matching, PostProcessorJob.attempts < cap)
-        .values(
-            status=JobStatus.PENDING.value,
-            error=None,
-            completed_at=None,
-            max_attempts=cap,
-            updated_at=utcnow(),
-        )
+        back_to_pending(*matching, PostProcessorJob.attempts < cap, cap=cap)
         .returning(
             PostProcessorJob.id,
             PostProcessorJob.dataset_item_id,

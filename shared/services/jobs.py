@@ -365,6 +365,24 @@ def abandon_attempt(
 # --- the API's side ---------------------------------------------------------
 
 
+def back_to_pending(*conditions: Any, cap: Any) -> Any:
+    """The UPDATE that retries the failed jobs `conditions` pick: pending
+    again, error and completion cleared, `cap` attempts allowed. Guarded on
+    the status, so of two retries at the same moment only one finds a job
+    failed: that one alone enqueues it."""
+    return (
+        update(PostProcessorJob)
+        .where(*conditions, PostProcessorJob.status == JobStatus.FAILED.value)
+        .values(
+            status=JobStatus.PENDING.value,
+            error=None,
+            completed_at=None,
+            max_attempts=cap,
+            updated_at=utcnow(),
+        )
+    )
+
+
 def retry_job(
     session: Session,
     user_id: uuid.UUID,
@@ -388,19 +406,8 @@ def retry_job(
             attempts=job.attempts,
             max_attempts=job.max_attempts,
         )
-    # Guarded on status, so of two retries at the same moment only one
-    # finds the job failed: that one alone enqueues it.
     retried = session.execute(
-        update(PostProcessorJob)
-        .where(PostProcessorJob.id == job_id, PostProcessorJob.status == JobStatus.FAILED.value)
-        .values(
-            status=JobStatus.PENDING.value,
-            error=None,
-            completed_at=None,
-            max_attempts=cap,
-            updated_at=utcnow(),
-        )
-        .returning(PostProcessorJob.id)
+        back_to_pending(PostProcessorJob.id == job_id, cap=cap).returning(PostProcessorJob.id)
     ).one_or_none()
     if retried is None:
         raise Conflict("The job is being retried already.")
