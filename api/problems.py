@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
+from psycopg.errors import LockNotAvailable, QueryCanceled
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -98,7 +99,14 @@ async def unavailable(request: Request, error: Exception) -> Response:
     # The database, broker or storage is down or unreachable: say so, and keep the
     # driver's message (which may name hosts and SQL) in the log only.
     log.error("service unavailable on %s %s: %s", request.method, request.url.path, error)
-    response = problem(503, ServiceUnavailable().detail)
+    detail = ServiceUnavailable().detail
+    if isinstance(getattr(error, "orig", None), QueryCanceled | LockNotAvailable):
+        # The statement or lock timeout (API_*_TIMEOUT_SECONDS) ended it.
+        detail = (
+            "The database did not answer in time (a long query, or a row another "
+            "session holds); try again shortly."
+        )
+    response = problem(503, detail)
     response.headers["Retry-After"] = "5"
     return response
 

@@ -253,6 +253,16 @@ def manage_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bound_database_waits(kind: str) -> None:
+    from shared.db import bound_waits
+
+    settings = get_settings()
+    bound_waits(
+        getattr(settings, f"{kind}_statement_timeout_seconds"),
+        getattr(settings, f"{kind}_lock_timeout_seconds"),
+    )
+
+
 def run_api() -> int:
     import uvicorn
 
@@ -261,6 +271,7 @@ def run_api() -> int:
     # Each API process (API_WORKERS) counts in a file of its own.
     count_in_files()
     settings = get_settings()
+    _bound_database_waits("api")
     uvicorn.run(
         "api.app:app",
         host=settings.api_host,
@@ -282,6 +293,7 @@ def run_worker(name: str = "celery@%h", model_types: str = "", pool: str = "pref
 
     # Before the tasks are imported: the pool processes count in files.
     count_in_files()
+    _bound_database_waits("worker")
     from shared.inference.registry import get_registry
     from shared.storage import report_unavailable
     from worker.app import celery_app
@@ -378,6 +390,7 @@ def run_reaper() -> int:
     from shared.storage import report_unavailable
 
     settings = get_settings()
+    _bound_database_waits("worker")
     report_unavailable(log)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -17,6 +17,22 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 
 
+# (statement, lock) timeouts in seconds for this process's connections, set
+# by its entry point (`bound_waits`) before the engine is made.
+_waits: tuple[float, float] | None = None
+
+
+def bound_waits(statement_seconds: float, lock_seconds: float) -> None:
+    """Bound every statement and every row-lock wait of this process's
+    database connections (PostgreSQL; SQLite waits its busy_timeout). Call
+    before the first query: the engine is made with them."""
+    global _waits
+    _waits = (statement_seconds, lock_seconds)
+    if get_engine.cache_info().currsize:
+        get_engine().dispose()
+    get_engine.cache_clear()
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # The driver's own transaction handling is switched off so that every
@@ -32,7 +48,7 @@ def make_engine(url: str) -> Engine:
     # up on unacknowledged data after 30 s. (A server that is alive but
     # stuck still answers the probes: only the hard time limit ends a job
     # waiting on it.) What the URL sets itself is kept.
-    defaults = {
+    defaults: dict[str, Any] = {
         "connect_timeout": 5,
         "keepalives": 1,
         "keepalives_idle": 30,
@@ -41,6 +57,9 @@ def make_engine(url: str) -> Engine:
         "tcp_user_timeout": 30_000,
     }
     query = make_url(url).query
+    if _waits is not None and "options" not in query:
+        statement, lock = (round(seconds * 1000) for seconds in _waits)
+        defaults["options"] = f"-c statement_timeout={statement} -c lock_timeout={lock}"
     return create_engine(
         url,
         # A connection the server dropped (a restart) is replaced, not used.

@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     # PDFs with more pages are refused by OCR rather than read for hours.
     max_pdf_pages: int = 200
 
+    # Bounds on a database statement and on a wait for a row lock
+    # (PostgreSQL), by kind of process. No normal request or job comes near
+    # them: they end a wait on a stuck server, or on a lock a forgotten
+    # session holds, with a 503 (the API) or a retry (a worker) instead of
+    # holding the request or the job without end. Migrations have none.
+    api_statement_timeout_seconds: float = Field(default=30.0, gt=0)
+    api_lock_timeout_seconds: float = Field(default=10.0, gt=0)
+    worker_statement_timeout_seconds: float = Field(default=300.0, gt=0)
+    worker_lock_timeout_seconds: float = Field(default=60.0, gt=0)
+
     job_max_attempts: int = 3
     # Back-off before an automatic retry: base * 2**(attempts - 1), capped.
     retry_backoff_seconds: float = 2.0

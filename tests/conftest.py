@@ -74,6 +74,11 @@ else:
     os.environ.pop("DATABASE_URL", None)
     os.environ.pop("BROKER_URL", None)
 
+# The in-process API's waits on the database bounded as `itemflow api`
+# bounds them (spawned processes read the same setting), with a lock
+# timeout that a test can wait out.
+os.environ["API_LOCK_TIMEOUT_SECONDS"] = "3"
+
 pytest_plugins = ["tests.fixtures"]
 BROKER = "RabbitMQ" if rabbitmq.is_rabbitmq(os.environ.get("BROKER_URL", "")) else "Redis"
 
