@@ -24,6 +24,8 @@ from api.routes import (
     system,
     version_parts,
 )
+from shared.db import bound_waits
+from shared.settings import get_settings
 from shared.storage import report_unavailable
 
 log = logging.getLogger("itemflow.api")
@@ -38,6 +40,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def create_app() -> Starlette:
+    # In every API process, however it was started (API_WORKERS spawns them
+    # afresh): the database waits of an API request are bounded.
+    settings = get_settings()
+    bound_waits(settings.api_statement_timeout_seconds, settings.api_lock_timeout_seconds)
     api_routes = [
         *datasets.routes,
         *version_parts.routes,

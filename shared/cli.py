@@ -253,25 +253,15 @@ def manage_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bound_database_waits(kind: str) -> None:
-    from shared.db import bound_waits
-
-    settings = get_settings()
-    bound_waits(
-        getattr(settings, f"{kind}_statement_timeout_seconds"),
-        getattr(settings, f"{kind}_lock_timeout_seconds"),
-    )
-
-
 def run_api() -> int:
     import uvicorn
 
     from shared.metrics_files import count_in_files
 
-    # Each API process (API_WORKERS) counts in a file of its own.
+    # Each API process (API_WORKERS) counts in a file of its own. (Its
+    # database waits are bounded by the app itself: api/app.py.)
     count_in_files()
     settings = get_settings()
-    _bound_database_waits("api")
     uvicorn.run(
         "api.app:app",
         host=settings.api_host,
@@ -289,11 +279,13 @@ def run_worker(name: str = "celery@%h", model_types: str = "", pool: str = "pref
     # Each worker process runs one job at a time; NumPy's BLAS threads would
     # only fight the other processes for the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from shared.db import bound_waits
     from shared.metrics_files import count_in_files
 
     # Before the tasks are imported: the pool processes count in files.
     count_in_files()
-    _bound_database_waits("worker")
+    settings = get_settings()
+    bound_waits(settings.worker_statement_timeout_seconds, settings.worker_lock_timeout_seconds)
     from shared.inference.registry import get_registry
     from shared.storage import report_unavailable
     from worker.app import celery_app
@@ -385,12 +377,12 @@ def run_reaper() -> int:
     import threading
     from dataclasses import astuple
 
-    from shared.db import session_scope
+    from shared.db import bound_waits, session_scope
     from shared.services.reaper import remove_left_over_files, sweep
     from shared.storage import report_unavailable
 
     settings = get_settings()
-    _bound_database_waits("worker")
+    bound_waits(settings.worker_statement_timeout_seconds, settings.worker_lock_timeout_seconds)
     report_unavailable(log)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -27,10 +27,13 @@ def bound_waits(statement_seconds: float, lock_seconds: float) -> None:
     database connections (PostgreSQL; SQLite waits its busy_timeout). Call
     before the first query: the engine is made with them."""
     global _waits
+    if _waits == (statement_seconds, lock_seconds):
+        return  # the engine has them already, if it was made
     _waits = (statement_seconds, lock_seconds)
     if get_engine.cache_info().currsize:
         get_engine().dispose()
     get_engine.cache_clear()
+    _session_factory.cache_clear()  # it holds the engine it was made with
 
 
 def make_engine(url: str) -> Engine:

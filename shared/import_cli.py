@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.jobs_cli import add_api_options, api_client, problem_line
+from shared.jobs_cli import (
+    add_api_options,
+    api_client,
+    has_api_key,
+    problem_line,
+    unreachable,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -73,8 +79,7 @@ class Report:
 def run_import(args: argparse.Namespace) -> int:
     import httpx
 
-    if not args.api_key:
-        print("itemflow import: give --api-key or set ITEMFLOW_API_KEY", file=sys.stderr)
+    if not has_api_key(args, "itemflow import"):
         return 2
     try:
         entries = list_entries(args.path, args.split)
@@ -94,7 +99,7 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"itemflow import: {error}", file=sys.stderr)
         return 1
     except httpx.HTTPError as error:
-        print(f"itemflow import: cannot reach the API at {args.url}: {error}", file=sys.stderr)
+        unreachable(args, "itemflow import", error)
         return 1
     return 1 if report.refused else 0
 
@@ -125,34 +130,36 @@ class ImportStopped(Exception):
     """The dataset, version or key is not usable: nothing can be imported."""
 
 
+def answered(answer: httpx.Response) -> Any:
+    """The answer's JSON; an error answer stops the import with its reason."""
+    if answer.is_error:
+        raise ImportStopped(problem_line(answer))
+    return answer.json()
+
+
 class Importer:
     def __init__(self, client: httpx.Client, dataset_id: str, version_id: str | None) -> None:
         self.client = client
-        dataset = self._ok(client.get(f"/datasets/{dataset_id}"))
-        versions = dataset.get("versions") or []
         if version_id is None:
+            versions = answered(client.get(f"/datasets/{dataset_id}")).get("versions") or []
             if not versions:
                 raise ImportStopped("the dataset has no version")
             version_id = versions[0]["id"]
+        else:
+            answered(client.get(f"/datasets/{dataset_id}/versions/{version_id}"))
         self.items_path = f"/datasets/{dataset_id}/versions/{version_id}/items"
         self.splits_path = f"/datasets/{dataset_id}/versions/{version_id}/splits"
-        self._ok(client.get(f"/datasets/{dataset_id}/versions/{version_id}"))
         self.splits: dict[str, str] = {}
         self.split_lock = threading.Lock()
         self.by_name: dict[str, list[str]] = {}
         for item in self._all_items():
             self.by_name.setdefault(item["name"], []).append(item["id"])
 
-    def _ok(self, answer: httpx.Response) -> Any:
-        if answer.is_error:
-            raise ImportStopped(problem_line(answer))
-        return answer.json()
-
     def _all_items(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         page = 0
         while True:
-            rows = self._ok(
+            rows = answered(
                 self.client.get(self.items_path, params={"page_size": PAGE, "page_count": page})
             )
             found += rows
@@ -164,10 +171,10 @@ class Importer:
         """The version's split of that name, made the first time it is asked for."""
         with self.split_lock:
             if not self.splits:
-                rows = self._ok(self.client.get(self.splits_path))
+                rows = answered(self.client.get(self.splits_path))
                 self.splits = {row["name"]: row["id"] for row in rows}
             if name not in self.splits:
-                made = self._ok(self.client.post(self.splits_path, json={"name": name}))
+                made = answered(self.client.post(self.splits_path, json={"name": name}))
                 self.splits[name] = made["id"]
             return self.splits[name]
 
@@ -259,11 +266,8 @@ def wait_for_jobs(client: httpx.Client, dataset_id: str) -> None:
     path = f"/datasets/{dataset_id}/post-processors/jobs/summary"
     with tqdm(unit="job", desc="jobs") as bar:
         while True:
-            answer = client.get(path)
-            if answer.is_error:
-                raise ImportStopped(problem_line(answer))
             totals: Counter[str] = Counter()
-            for row in answer.json()["post_processors"]:
+            for row in answered(client.get(path))["post_processors"]:
                 totals.update(row["counts"])
             bar.total = totals["total"]
             bar.n = totals["completed"] + totals["failed"]

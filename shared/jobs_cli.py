@@ -70,9 +70,18 @@ def _aware(text: str) -> str:
     return moment.isoformat()
 
 
-def run_jobs_command(args: argparse.Namespace) -> int:
+def has_api_key(args: argparse.Namespace, command: str) -> bool:
     if not args.api_key:
-        print("itemflow jobs: give --api-key or set ITEMFLOW_API_KEY", file=sys.stderr)
+        print(f"{command}: give --api-key or set ITEMFLOW_API_KEY", file=sys.stderr)
+    return bool(args.api_key)
+
+
+def unreachable(args: argparse.Namespace, command: str, error: Exception) -> None:
+    print(f"{command}: cannot reach the API at {args.url}: {error}", file=sys.stderr)
+
+
+def run_jobs_command(args: argparse.Namespace) -> int:
+    if not has_api_key(args, "itemflow jobs"):
         return 2
     import httpx
 
@@ -91,7 +100,7 @@ def run_jobs_command(args: argparse.Namespace) -> int:
         )
         return 1
     except httpx.HTTPError as error:
-        print(f"itemflow jobs: cannot reach the API at {args.url}: {error}", file=sys.stderr)
+        unreachable(args, "itemflow jobs", error)
         return 1
     if answer.is_error:
         print(f"itemflow jobs {args.jobs_command}: {problem_line(answer)}", file=sys.stderr)

@@ -236,3 +236,18 @@ def one_of_everything(client: httpx.Client) -> dict[str, str]:
         # Not a row: one of the operator's providers, shared by every user.
         "provider": "openai",
     }
+
+
+def scrape_metrics(api_url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The API's /metrics, asked from loopback: its samples by name, each
+    as (labels, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = httpx.get(api_url + "/metrics", timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain")
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found

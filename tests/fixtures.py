@@ -85,12 +85,6 @@ def _delete_redis_keys() -> None:
 @pytest.fixture(scope="session")
 def api_url(database: None) -> Iterator[str]:
     """The real API, served by uvicorn over HTTP in a thread of this process."""
-    from shared.db import bound_waits
-    from shared.settings import get_settings
-
-    # As `itemflow api` bounds them.
-    settings = get_settings()
-    bound_waits(settings.api_statement_timeout_seconds, settings.api_lock_timeout_seconds)
     port = free_port()
     config = uvicorn.Config("api.app:app", host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)

@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from shared.errors import NotFound
 from shared.models import JobStatus, PostProcessor, PostProcessorJob
 from shared.services.jobs import back_to_pending, send_after_commit
+from shared.services.postprocessors import get_post_processor
 from shared.services.scope import get_dataset
 
 # The errors listed in a summary, most common first, each cut to this length
@@ -49,14 +49,13 @@ def retry_failed(
     One UPDATE guarded on `failed`: a job that another retry (bulk or single)
     took meanwhile no longer matches, so it is enqueued by that one alone,
     and a job that is not failed never runs again."""
-    get_dataset(session, user_id, dataset_id)
     if chosen.post_processor_id is not None:
         # One of another dataset (or another user's) is not found, as one
         # that does not exist: not a filter that quietly matches nothing.
-        found = session.get(PostProcessor, chosen.post_processor_id)
-        if found is None or found.dataset_id != dataset_id:
-            raise NotFound("Post-processor not found.")
-    matching = _failed_matching(dataset_id, chosen)
+        get_post_processor(session, user_id, dataset_id, chosen.post_processor_id)
+    else:
+        get_dataset(session, user_id, dataset_id)
+    matching = _matching(dataset_id, chosen)
     cap: Any = PostProcessorJob.max_attempts
     if chosen.max_attempts is not None:
         # Raised, never lowered: a job allowed more keeps its own cap.
@@ -76,7 +75,11 @@ def retry_failed(
     skipped = session.scalar(
         select(func.count())
         .select_from(PostProcessorJob)
-        .where(*matching, PostProcessorJob.attempts >= cap)
+        .where(
+            *matching,
+            PostProcessorJob.status == JobStatus.FAILED.value,
+            PostProcessorJob.attempts >= cap,
+        )
     )
     if retried:
         post_processors = {
@@ -93,11 +96,9 @@ def retry_failed(
     return Retried(retried=len(retried), skipped=skipped or 0)
 
 
-def _failed_matching(dataset_id: uuid.UUID, chosen: RetryFilter) -> list[Any]:
-    conditions: list[Any] = [
-        PostProcessorJob.dataset_id == dataset_id,
-        PostProcessorJob.status == JobStatus.FAILED.value,
-    ]
+def _matching(dataset_id: uuid.UUID, chosen: RetryFilter) -> list[Any]:
+    """The filter's conditions (the status is back_to_pending's to guard)."""
+    conditions: list[Any] = [PostProcessorJob.dataset_id == dataset_id]
     if chosen.post_processor_id is not None:
         conditions.append(PostProcessorJob.post_processor_id == chosen.post_processor_id)
     if chosen.model_type is not None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.builders import (
     item_path,
@@ -15,6 +13,7 @@ from tests.builders import (
     make_post_processor,
     ok,
     png_with_words,
+    scrape_metrics,
     upload,
     version_path,
     wait_for_jobs,
@@ -296,15 +295,12 @@ def test_failed_jobs_retried_in_bulk_from_the_cli_run_once_more_and_no_other(cli
 
 def test_the_workers_runs_are_in_the_apis_metrics(client, api_url):
     def runs():
-        text = httpx.get(api_url + "/metrics", timeout=30).text
-        found: dict[tuple[str, str, str], float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = sample.labels
-                if labels.get("model_type") == "classification":
-                    key = (sample.name, labels.get("outcome", ""), labels.get("le", ""))
-                    found[key] = sample.value
-        return found
+        return {
+            (name, labels.get("outcome", ""), labels.get("le", "")): value
+            for name, series in scrape_metrics(api_url).items()
+            for labels, value in series
+            if labels.get("model_type") == "classification"
+        }
 
     before = runs()
     dataset = make_dataset(client)
