@@ -3,12 +3,14 @@ read from the settings, and the app that sends job messages (from the API,
 the reaper and the jobs service) and checks the broker answers.
 
 Delivery is at least once. A message is acknowledged only after its task
-ran (acks_late), and given back if the worker process dies mid-task
-(reject_on_worker_lost). Each worker process reserves one message at a time
-(prefetch 1), so a slow job does not hold others hostage. Running a job
-twice is harmless: the claim in the database lets only one run count, and a
-job whose worker died is taken back by the reaper once the claim's lease,
-which the running task renews, has run out.
+ran (acks_late), and given back if the worker process dies mid-task before
+its job was claimed (reject_on_worker_lost). Each worker process reserves
+one message at a time (prefetch 1), so a slow job does not hold others
+hostage. Running a job twice is harmless: the claim in the database lets
+only one run count. A job whose pool process died is taken back at once by
+the worker's main process (worker/requests.py); one whose whole worker died
+by the reaper, once the claim's lease, which the running task renews, has
+run out.
 
 On RabbitMQ the job queues are quorum queues (replicated, durable), every
 publish waits for the broker's confirm, and a delayed message (a retry's
@@ -79,6 +81,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.queue_name,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # How long the main process waits, after a pool process died, for a
+        # result the process may have sent before dying, before it calls
+        # the task lost (Celery's default: 10 s). A job's outcome is in the
+        # database, not in that result: waiting only delays the take-back.
+        "worker_lost_wait": 1.0,
         # Without the broker connection a running task could not be
         # acknowledged, and its message goes to another worker: stop the run
         # rather than let two of them go on. Its job is taken back when its

@@ -298,6 +298,10 @@ class PostProcessorJob(Timestamped, Base):
     # Its heartbeat pushes this forward; once it has passed, the worker is
     # gone and the reaper takes the job back.
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # While `processing`: the run holding the claim, as "<worker>:<pid>:<task
+    # id>". The worker's main process, seeing that process die, takes back
+    # exactly the claim it held; only that run may write the outcome.
+    claimed_by: Mapped[str | None] = mapped_column(String(300), default=None)
 
     post_processor: Mapped[PostProcessor] = relationship()
     item: Mapped[DatasetItem] = relationship()

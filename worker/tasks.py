@@ -7,50 +7,63 @@ import os
 import time
 import uuid
 
-from celery.exceptions import Reject, Retry, TimeLimitExceeded
-from celery.signals import task_failure, worker_process_init
+from celery import Task
+from celery.exceptions import Reject
+from celery.signals import worker_process_init
 
 from shared import metrics
 from shared.db import get_engine
 from shared.inference.registry import get_registry
 from shared.queue import TASK_NAME
-from shared.services.execution import Outcome, RunOutcome, abandon_timed_out, run_job
+from shared.services.execution import DatabaseFailed, Outcome, RunOutcome, run_job
+from shared.services.jobs import run_holder
 from shared.services.retries import DATABASE_OUTAGE
 from shared.settings import get_settings
 from worker.app import celery_app
+from worker.requests import JobFailed, task_state_error
 from worker.shutdown import shutdown
 
 
-class JobFailed(Exception):
-    """The job failed for good: Flower shows the task as FAILURE with this."""
-
-
-class JobRetrying(Exception):
-    """The run failed and the job runs again after its back-off (its message
-    is already sent): Flower shows the task as RETRY with this."""
-
-
-# The database unreachable (down, restarting): the message is sent again
-# with back-off rather than used up (see shared/services/retries.py).
 # Expected outcomes (`throws`) are logged as a line, not a traceback.
-@celery_app.task(name=TASK_NAME, ignore_result=True, throws=(JobFailed,), **DATABASE_OUTAGE)
+@celery_app.task(
+    bind=True,
+    name=TASK_NAME,
+    ignore_result=True,
+    throws=(JobFailed,),
+    max_retries=DATABASE_OUTAGE.max_retries,
+    Request="worker.requests:JobRequest",
+)
 def run_post_processor(
+    self: Task,
     job_id: str,
     item_id: str = "",
     post_processor: str = "",
     model_type: str = "",
     model_id: str = "",
     dataset_id: str = "",
+    resume: list[str] | None = None,
 ) -> str:
     """Run one post-processor job. Only `job_id` is needed to run it; the
-    rest is in the message so that Flower shows it."""
+    rest is in the message so that Flower shows it, but for `resume`, which
+    only this task's own retry sends (see DatabaseFailed)."""
     shutdown.listen_for_interrupts()
     if shutdown.stopping:
         # This process's worker is shutting down and has stopped its jobs:
         # the message goes back to the broker for another worker.
         raise Reject("the worker is shutting down", requeue=True)
     started = time.perf_counter()
-    outcome = run_job(uuid.UUID(job_id), shutdown)
+    holder = run_holder(self.request.hostname, os.getpid(), self.request.id)
+    try:
+        outcome = run_job(uuid.UUID(job_id), shutdown, holder, resume or ())
+    except DatabaseFailed as failed:
+        # The database unreachable: the message is sent again with back-off
+        # rather than used up (shared/services/retries.py), naming the runs
+        # whose claim it may take over.
+        raise self.retry(
+            exc=failed.__cause__,
+            kwargs={**self.request.kwargs, "resume": failed.holders},
+            countdown=DATABASE_OUTAGE.countdown(self.request.retries),
+        ) from failed
     ran = outcome.status is not RunOutcome.SKIPPED
     metrics.job_ran(
         model_type, outcome.status.value, time.perf_counter() - started if ran else None
@@ -60,22 +73,14 @@ def run_post_processor(
 
 def as_task_state(outcome: Outcome) -> str:
     """The task's state in Flower, as the job's: SUCCESS with "completed"
-    or, for a duplicate message, "skipped"; FAILURE for a job failed for
-    good; RETRY for a run that failed, or was put back, and runs again. The
-    message is acknowledged in each case. A RETRY raised here only tells
-    Celery what happened: the job's own message for the next run was sent
-    already (one back-off, not Celery's besides)."""
-    attempt = f"attempt {outcome.attempt}"
-    if outcome.status is RunOutcome.FAILED:
-        raise JobFailed(f"{attempt}: {outcome.error}")
-    if outcome.status is RunOutcome.RETRYING:
-        raise Retry(f"{attempt} failed", exc=JobRetrying(f"{attempt}: {outcome.error}"))
-    if outcome.status is RunOutcome.PUT_BACK:
-        reason = f"{attempt} put back by a shutdown; it does not count"
-        raise Retry(reason, exc=JobRetrying(reason))
+    or, for a duplicate message, "skipped"; for a run that failed, FAILURE
+    or RETRY (worker/requests.py). The message is acknowledged in each
+    case."""
     if outcome.status is RunOutcome.SKIPPED:
         return "skipped: nothing to claim (a duplicate message, or the job is gone)"
-    return f"completed ({attempt})"
+    if outcome.status is not RunOutcome.COMPLETED:
+        raise task_state_error(outcome)
+    return f"completed (attempt {outcome.attempt})"
 
 
 @worker_process_init.connect
@@ -102,15 +107,3 @@ def prepare_process(**_: object) -> None:
     # Celery says the worker is ready before its processes have loaded
     # their models: this says when each has.
     log.info("event=worker.process_ready pid=%s", os.getpid())
-
-
-@task_failure.connect(sender=run_post_processor)
-def count_hard_time_limit(
-    exception: BaseException | None = None, kwargs: dict[str, str] | None = None, **_: object
-) -> None:
-    """Runs in the worker's main process when it killed a job's process at
-    the hard time limit; nothing else would ever record that attempt."""
-    if isinstance(exception, TimeLimitExceeded) and kwargs and "job_id" in kwargs:
-        seconds = float(exception.args[0]) if exception.args else 0.0
-        abandon_timed_out(uuid.UUID(kwargs["job_id"]), seconds)
-        metrics.job_ran(kwargs.get("model_type", ""), "time_limit", seconds)

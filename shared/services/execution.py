@@ -9,21 +9,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Protocol
 
 from sqlalchemy import select
 
-from shared.db import database_now, session_scope
+from shared.db import session_scope
 from shared.inference import deadline
 from shared.inference.base import ModelOutput, PermanentError, TransientError
 from shared.inference.registry import get_registry
-from shared.models import PostProcessorJob
+from shared.models import JobStatus, PostProcessorJob
 from shared.redact import sanitise
 from shared.services import jobs
+from shared.services.retries import DATABASE_ERRORS
 from shared.settings import get_settings
 from shared.storage import get_storage
 
@@ -134,16 +134,42 @@ class InFlight:
 in_flight = InFlight()
 
 
-def run_job(job_id: uuid.UUID, control: RunControl = UNSUPERVISED) -> Outcome:
-    with session_scope() as session:
-        claimed = jobs.claim_job(session, job_id)
+class DatabaseFailed(Exception):
+    """The database failed a run (down, restarting, or the connection lost).
+    `holders` are the runs whose claim the next delivery of the message may
+    take over without counting an attempt (`jobs.claim_job`'s `resume`):
+    this run's, and while its claim's commit is in doubt, the earlier ones
+    it tried to resume. Raised from the database's error."""
+
+    def __init__(self, holders: list[str]) -> None:
+        super().__init__(holders)
+        self.holders = holders
+
+
+def run_job(
+    job_id: uuid.UUID,
+    control: RunControl = UNSUPERVISED,
+    holder: str = "",
+    resume: Sequence[str] = (),
+) -> Outcome:
+    try:
+        with session_scope() as session:
+            claimed = jobs.claim_job(session, job_id, holder, resume)
+    except DATABASE_ERRORS as error:
+        # The commit may have gone through, its answer lost.
+        raise DatabaseFailed([*resume, holder]) from error
     if claimed is None:
         # Already taken, finished, or deleted with its item: a duplicate or
         # stale message, dropped without error.
         log.info("event=job.skipped job_id=%s", job_id)
         return Outcome(RunOutcome.SKIPPED)
-    with in_flight.holding(claimed):
-        return _run_claimed(claimed, control)
+    try:
+        with in_flight.holding(claimed):
+            return _run_claimed(claimed, control)
+    except DATABASE_ERRORS as error:
+        # The outcome was not written (or its commit is in doubt): the job
+        # stays this run's until the message comes again.
+        raise DatabaseFailed([claimed.holder]) from error
 
 
 def _run_claimed(claimed: jobs.ClaimedJob, control: RunControl) -> Outcome:
@@ -197,29 +223,29 @@ def _run_claimed(claimed: jobs.ClaimedJob, control: RunControl) -> Outcome:
     return Outcome(RunOutcome.COMPLETED, claimed.attempt)
 
 
-def abandon_timed_out(job_id: uuid.UUID, seconds: float) -> str | None:
-    """The worker killed the process running this job at its hard time limit:
-    count that attempt as a transient failure."""
-    # Only the attempt that was killed: it started `seconds` ago. Had its
-    # lease lapsed (a heartbeat kept from the database) and another worker
-    # claimed the job since, that claim came a lease after the killed one
-    # and must be left alone.
-    lease = get_settings().job_lease_seconds
+def abandon_lost_run(job_id: uuid.UUID, holder: str, why: str) -> Outcome | None:
+    """The run `holder` will never report back: its worker saw its process
+    die (killed, out of memory, a crash in a model), or killed it at its
+    hard time limit. Count the attempt now, as the reaper would once the
+    lease ran out: back to pending, sent again after its back-off, or
+    failed when no attempts are left. None when that run no longer holds
+    the job (it wrote its outcome, or never claimed it)."""
     with session_scope() as session:
-        started_before = database_now(session) - timedelta(seconds=seconds - lease)
         attempt = session.scalar(
             select(PostProcessorJob.attempts).where(
-                PostProcessorJob.id == job_id, PostProcessorJob.started_at < started_before
+                PostProcessorJob.id == job_id,
+                PostProcessorJob.status == JobStatus.PROCESSING.value,
+                PostProcessorJob.claimed_by == holder,
             )
         )
         if attempt is None:
             return None
-        return jobs.abandon_attempt(
-            session,
-            job_id,
-            attempt,
-            f"Attempt {attempt} ran past its hard time limit of {seconds:g} s and was stopped.",
-        )
+        error = f"Attempt {attempt} {why}."
+        status = jobs.abandon_attempt(session, job_id, attempt, error, holder=holder)
+    if status is None:
+        return None
+    failed = status == JobStatus.FAILED.value
+    return Outcome(RunOutcome.FAILED if failed else RunOutcome.RETRYING, attempt, error)
 
 
 @contextmanager

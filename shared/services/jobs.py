@@ -5,19 +5,24 @@ to pending after a back-off while attempts remain and the error is
 transient, else failed. Every change of state is one guarded UPDATE, so a
 message delivered twice, two retries clicked at once or a worker that lost
 its claim can never make two runs count. A claim is a lease that the running
-worker renews; the reaper takes back a job whose lease ran out.
+worker renews, and names the run that holds it: the worker's main process
+takes back the claim of a process it saw die, and the reaper a job whose
+lease ran out (a whole worker or machine gone).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from shared import queue
@@ -49,6 +54,7 @@ class ClaimedJob:
     job_id: uuid.UUID
     attempt: int
     max_attempts: int
+    holder: str  # the claim's `claimed_by`
     item: ItemInput
     file_key: str | None
     config: PostProcessorConfig
@@ -113,18 +119,46 @@ def send_after_commit(
 # --- the worker's side ------------------------------------------------------
 
 
-def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
-    """Take a pending job for this worker, leased to it for
-    `job_lease_seconds`; None when there is nothing to take (the job is gone,
-    done, or another worker has it)."""
+def run_holder(worker: str, pid: int, message_id: str) -> str:
+    """A run's name in `claimed_by`: the worker (Celery's node name), the
+    pool process and the message. The worker's main process knows all three
+    for each message it gave a process."""
+    return f"{worker}:{pid}:{message_id}"
+
+
+def claim_job(
+    session: Session, job_id: uuid.UUID, holder: str = "", resume: Sequence[str] = ()
+) -> ClaimedJob | None:
+    """Take a pending job for the run `holder` (by default one unique to
+    this call), leased to it for `job_lease_seconds`; None when there is
+    nothing to take (the job is gone, done, or another run has it).
+
+    `resume` names earlier runs of the same message that may hold the claim
+    though they never learned it (the commit went through, its answer was
+    lost with the connection), or that held it when the database failed
+    their outcome: their claim is taken over without counting an attempt.
+    Only the message's own retry names them, sent after those runs ended."""
+    holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
+    pending = PostProcessorJob.status == JobStatus.PENDING.value
+    takeable = pending
+    if resume:
+        held_by_them = (PostProcessorJob.status == JobStatus.PROCESSING.value) & (
+            PostProcessorJob.claimed_by.in_(resume)
+        )
+        takeable = pending | held_by_them
     # Computed by the database in the claim itself, where it can be.
     now = database_clock(session)
     claimed = session.execute(
         update(PostProcessorJob)
-        .where(PostProcessorJob.id == job_id, PostProcessorJob.status == JobStatus.PENDING.value)
+        .where(PostProcessorJob.id == job_id, takeable)
         .values(
             status=JobStatus.PROCESSING.value,
-            attempts=PostProcessorJob.attempts + 1,
+            # SET reads the row as it was: a pending job's claim is a new
+            # attempt, a resumed one keeps its number.
+            attempts=case(
+                (pending, PostProcessorJob.attempts + 1), else_=PostProcessorJob.attempts
+            ),
+            claimed_by=holder,
             started_at=now,
             updated_at=now,
             lease_expires_at=_lease_from(now),
@@ -151,6 +185,7 @@ def claim_job(session: Session, job_id: uuid.UUID) -> ClaimedJob | None:
         job_id=job_id,
         attempt=claimed.attempts,
         max_attempts=claimed.max_attempts,
+        holder=holder,
         item=_copy(
             ItemInput, item, media_type=item.file_media_type, label_names=tuple(label_names)
         ),
@@ -208,16 +243,18 @@ def _guard(job: ClaimedJob) -> Any:
         (PostProcessorJob.id == job.job_id)
         & (PostProcessorJob.status == JobStatus.PROCESSING.value)
         & (PostProcessorJob.attempts == job.attempt)
+        & (PostProcessorJob.claimed_by == job.holder)
     )
 
 
 def _release(session: Session, *conditions: Any, **values: Any) -> bool:
     """End a run's hold on the job matching `conditions`: set `values` and
-    clear its lease. False when no job matched (the run no longer holds it)."""
+    clear its lease and holder. False when no job matched (the run no longer
+    holds it)."""
     ended = session.execute(
         update(PostProcessorJob)
         .where(*conditions)
-        .values(**values, updated_at=utcnow(), lease_expires_at=None)
+        .values(**values, updated_at=utcnow(), lease_expires_at=None, claimed_by=None)
         .returning(PostProcessorJob.id)
     ).one_or_none()
     return ended is not None
@@ -280,11 +317,10 @@ def put_back(
     the job's fault. False when this run no longer holds the job.
 
     Taking the attempt number back is safe when the run is over and writes
-    nothing more, so the next claim, which gets the same number, is the only
-    run with it. (A heartbeat that outlived its 5 s join could at most renew
-    that next claim's lease once.) A run `still_running` (a thread that
-    cannot be stopped) keeps its number, so that its late outcome never
-    matches the next claim: the job gets one more attempt instead."""
+    nothing more: the next claim gets the same number, but another holder.
+    A run `still_running` (a thread that cannot be stopped) keeps its
+    number, and the job gets one more attempt instead, so that the attempts
+    it shows are the runs that were made."""
     if still_running:
         counted = {"max_attempts": PostProcessorJob.max_attempts + 1}
         stopped = reason or "was still running when its worker shut down"
@@ -315,6 +351,7 @@ def abandon_attempt(
     attempt: int,
     error: str,
     lease_expired_at: datetime | None = None,
+    holder: str | None = None,
 ) -> str | None:
     """End an attempt whose run will never report back (its process was
     killed, or it outlived its time limit) as a transient failure: back to
@@ -323,7 +360,8 @@ def abandon_attempt(
     holds the job.
 
     With `lease_expired_at`, only while the lease has run out by then (or
-    the job has none): a heartbeat that came in meanwhile keeps the job."""
+    the job has none): a heartbeat that came in meanwhile keeps the job.
+    With `holder`, only while that run holds the claim."""
     job = session.get(PostProcessorJob, job_id)
     if job is None:
         return None
@@ -339,6 +377,8 @@ def abandon_attempt(
             PostProcessorJob.lease_expires_at.is_(None)
             | (PostProcessorJob.lease_expires_at < lease_expired_at)
         )
+    if holder is not None:
+        conditions.append(PostProcessorJob.claimed_by == holder)
     ended = _release(
         session,
         *conditions,

@@ -81,14 +81,20 @@ def started_workers(
     end: Callable[[subprocess.Popen[bytes]], None] = stop,
 ) -> Iterator[Callable[[str], subprocess.Popen[bytes]]]:
     """Start workers with settings `env` by calling the function yielded,
-    with a name of each one's own (its log is `<name>-worker-<its name>.log`)
-    and the options of `itemflow worker` after it; each is ended with `end`
-    afterwards."""
+    with a name of each one's own (its log is `<name>-worker-<its name>.log`),
+    the options of `itemflow worker` after it, and settings of its own over
+    `env` as keywords; each is ended with `end` afterwards."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(worker: str, *options: str) -> subprocess.Popen[bytes]:
+    def start(worker: str, *options: str, **settings: str) -> subprocess.Popen[bytes]:
         log_name = f"{name}-worker-{worker}"
-        process = spawn("worker", f"--name={name}-{worker}@%h", *options, log_name=log_name, **env)
+        process = spawn(
+            "worker",
+            f"--name={name}-{worker}@%h",
+            *options,
+            log_name=log_name,
+            **{**env, **settings},
+        )
         started.append(process)
         wait_for_worker(process, log_name)
         return process

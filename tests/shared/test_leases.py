@@ -12,9 +12,9 @@ from sqlalchemy import delete, update
 
 from shared.db import session_scope
 from shared.inference.base import ModelOutput
-from shared.models import JobStatus, PostProcessorJob, utcnow
+from shared.models import PostProcessorJob, utcnow
 from shared.services import jobs
-from shared.services.execution import abandon_timed_out, lease_kept
+from shared.services.execution import Outcome, RunOutcome, abandon_lost_run, lease_kept
 from shared.services.reaper import sweep
 from shared.settings import get_settings
 from tests.fixtures import wait_until
@@ -181,34 +181,115 @@ def test_a_stale_attempt_cannot_renew_the_lease(sent, caplog, monkeypatch):
     assert (current.attempts, current.lease_expires_at) == (2, lease_of_attempt_2)
 
 
-def test_a_hard_time_limit_leaves_a_later_claim_alone(sent, monkeypatch):
-    """A run killed at its 4 s limit, whose lease of 3 s had lapsed, so
-    that another worker claimed the job 0.5 s ago: only the killed run's
-    attempt may be counted."""
-    monkeypatch.setattr(get_settings(), "job_lease_seconds", 3)
+def test_a_lost_run_is_taken_back_by_its_holder_at_once(sent):
+    """The worker's main process saw the pool process die: the attempt
+    counts, the job goes back to pending and is sent again after its
+    back-off, long before its lease would run out."""
     job, _item, _version = make_job()
-    claim(job.id)
+    with session_scope() as session:
+        claimed = jobs.claim_job(session, job.id, holder="w@host:41:message-1")
+    assert row(job.id).claimed_by == "w@host:41:message-1"
+
+    outcome = abandon_lost_run(job.id, claimed.holder, "was lost: its process died (signal 9)")
+
+    assert outcome == Outcome(
+        RunOutcome.RETRYING, 1, "Attempt 1 was lost: its process died (signal 9)."
+    )
+    taken = row(job.id)
+    assert (taken.status, taken.attempts, taken.claimed_by) == ("pending", 1, None)
+    assert taken.error == outcome.error
+    assert [message.job_id for message in sent] == [str(job.id)]
+    # Its message finds no claim left to take back.
+    assert abandon_lost_run(job.id, claimed.holder, "again") is None
+    assert len(sent) == 1
+
+
+def test_a_lost_run_leaves_a_later_claim_and_a_written_outcome_alone(sent):
+    job, _item, _version = make_job()
+    lost = claim(job.id)
+    # The lease had lapsed and the reaper took the job back before the
+    # worker reported the loss; another run holds the job now.
     set_lease(job.id, -1)
     sweep_once()
-    claim(job.id)
-    set_times(job.id, started_at=-0.5)
+    current = claim(job.id)
 
-    assert abandon_timed_out(job.id, 4) is None
+    assert abandon_lost_run(job.id, lost.holder, "was lost") is None
     assert (row(job.id).status, row(job.id).attempts) == ("processing", 2)
-    # Leave no live claim behind: its 3 s lease would run out under the sweep
-    # of a later test (tests/shared/test_reaper.py counts what a sweep sends).
+
+    # A run that wrote its outcome before its process died counted already.
     with session_scope() as session:
-        session.execute(delete(PostProcessorJob).where(PostProcessorJob.id == job.id))
+        assert jobs.complete_job(session, current, ModelOutput(raw="done"))
+    assert abandon_lost_run(job.id, current.holder, "was lost") is None
+    assert (row(job.id).status, row(job.id).attempts) == ("completed", 2)
 
 
-def test_a_hard_time_limit_counts_the_attempt_it_killed(sent, monkeypatch):
-    monkeypatch.setattr(get_settings(), "job_lease_seconds", 3)
+def test_a_lost_run_with_no_attempts_left_fails_the_job(sent):
+    job, _item, _version = make_job(attempts=2)
+    claimed = claim(job.id)  # attempt 3 of 3
+
+    outcome = abandon_lost_run(job.id, claimed.holder, "was lost: its process died (signal 9)")
+
+    assert outcome is not None and outcome.status is RunOutcome.FAILED
+    failed = row(job.id)
+    assert (failed.status, failed.attempts) == ("failed", 3)
+    assert failed.error == "Attempt 3 was lost: its process died (signal 9)."
+    assert sent == []
+
+
+def test_only_the_holder_of_a_claim_writes_its_outcome(sent):
+    """Two runs with the same attempt number (a claim resumed by another
+    delivery of the message): the one that no longer holds the claim
+    writes nothing and renews nothing."""
     job, _item, _version = make_job()
-    claim(job.id)
-    set_times(job.id, started_at=-4)
+    first = claim(job.id)
+    with session_scope() as session:
+        second = jobs.claim_job(session, job.id, resume=[first.holder])
+    assert second is not None and second.attempt == first.attempt == 1
 
-    assert abandon_timed_out(job.id, 4) == JobStatus.PENDING.value
-    assert (row(job.id).status, row(job.id).attempts) == ("pending", 1)
+    with session_scope() as session:
+        assert not jobs.renew_lease(session, first)
+        assert not jobs.complete_job(session, first, ModelOutput(raw="first"))
+        assert jobs.complete_job(session, second, ModelOutput(raw="second"))
+    assert (row(job.id).status, row(job.id).result) == ("completed", '"second"')
+
+
+def test_a_claim_whose_commit_answer_was_lost_is_resumed_without_an_attempt(sent):
+    """The claim committed, but its run never learned it (the connection
+    dropped with the commit's answer): the message's retry names that run
+    and takes its claim over, as the same attempt. Nobody else can."""
+    job, _item, _version = make_job()
+    unaware = claim(job.id)
+
+    with session_scope() as session:
+        assert jobs.claim_job(session, job.id) is None  # a duplicate message
+        assert jobs.claim_job(session, job.id, resume=["some other run"]) is None
+        resumed = jobs.claim_job(session, job.id, resume=["an earlier run", unaware.holder])
+    assert resumed is not None
+
+    taken = row(job.id)
+    assert (taken.status, taken.attempts, taken.claimed_by) == (
+        "processing",
+        1,
+        resumed.holder,
+    )
+    # Resuming names only a run that holds the claim: once the job is done,
+    # nothing is left to take over.
+    with session_scope() as session:
+        assert jobs.complete_job(session, resumed, ModelOutput(raw="done"))
+        assert jobs.claim_job(session, job.id, resume=[resumed.holder]) is None
+    assert (row(job.id).status, row(job.id).attempts) == ("completed", 1)
+
+
+def test_resuming_claims_a_pending_job_as_a_new_attempt(sent):
+    """Where the claim never committed, the job is still pending: the
+    retry claims it as any message would."""
+    job, _item, _version = make_job()
+
+    with session_scope() as session:
+        claimed = jobs.claim_job(session, job.id, resume=["a run whose claim never committed"])
+
+    assert claimed is not None and claimed.attempt == 1
+    assert (row(job.id).status, row(job.id).attempts) == ("processing", 1)
 
 
 def test_a_run_stopped_by_a_shutdown_is_put_back_without_counting(sent):
