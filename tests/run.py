@@ -6,7 +6,8 @@ embedded and says so.
 
 The fault tests mostly wait (for leases to run out, workers to stop,
 servers to restart), so they run beside the rest, as a pytest run of their
-own, and so does the RabbitMQ run; each run has its own database, queues
+own, and so do the RabbitMQ run and the lost-worker tests on the embedded
+default; each run has its own database, queues
 (on RabbitMQ, a virtual host) and files. Their output is printed whole as
 each ends. With arguments (`make test ARGS=...` or `python -m tests.run -k
 ...`), everything runs in one pytest run, as asked.
@@ -48,6 +49,13 @@ ON_RABBITMQ = Run(
         "tests/faults/test_postgres_outage.py",
     ],
     {"TEST_BROKER_URL": RABBITMQ_URL},
+)
+# Pool processes killed on the embedded default too: its worker runs another
+# event loop than on Redis or RabbitMQ, with the broker's folder polled.
+EMBEDDED_KILLS = Run(
+    "the lost-worker fault tests on the embedded default",
+    ["tests/faults/test_worker_kill.py"],
+    {"ITEMFLOW_TEST_BACKEND": "embedded"},
 )
 SERVICES = {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)}
 RABBITMQ = ("127.0.0.1", 5672)
@@ -91,6 +99,7 @@ def side_by_side(backend: str, *runs: Run) -> int:
 
 
 def describe(backend: str, env: dict[str, str] | None = None) -> str:
+    backend = (env or {}).get("ITEMFLOW_TEST_BACKEND", backend)
     if backend == "services" and env and "TEST_BROKER_URL" in env:
         return "PostgreSQL (127.0.0.1:5432) and RabbitMQ (127.0.0.1:5672)"
     if backend == "services":
@@ -113,9 +122,9 @@ def main() -> int:
     if extra:
         failed = pytest("services", *extra)
         return failed | pytest("embedded", "tests/api", *extra)
-    runs = SPLIT
+    runs = (*SPLIT, EMBEDDED_KILLS)
     if reachable(RABBITMQ):
-        runs = (*SPLIT, ON_RABBITMQ)
+        runs = (*runs, ON_RABBITMQ)
     elif required:
         print("RabbitMQ not reachable on 127.0.0.1:5672, and this run requires it.")
         return 1
