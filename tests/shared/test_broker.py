@@ -84,7 +84,7 @@ def test_the_embedded_broker_binds_each_job_queue_whole_before_anything_sends(tm
     celery_config(settings)  # another process starting
 
     assert json.loads((control / "fresh.ocr.exchange").read_text()) == files["fresh.ocr.exchange"]
-    assert len(list((tmp_path / "broker" / "queue").iterdir())) == 1
+    assert len(list((tmp_path / "broker" / "queue" / "fresh.ocr").iterdir())) == 1
 
 
 RABBITMQ = "amqp://guest:guest@rabbitmq-host:5672//"
@@ -159,11 +159,11 @@ def test_on_the_embedded_broker_a_message_appears_in_its_queue_only_whole(tmp_pa
 
     from shared import embedded_broker
 
-    queue = tmp_path / "broker" / "queue"
+    queue = tmp_path / "broker" / "queue" / "whole.ocr"
     visible_while_written: list[str] = []
 
     def look_while_writing(payload):
-        visible_while_written.extend(path.name for path in queue.glob("*.msg"))
+        visible_while_written.extend(path.name for path in queue.parent.glob("**/*.msg"))
         return json.dumps(payload)
 
     # Whichever transport writes it, kombu's or ours.
@@ -175,5 +175,5 @@ def test_on_the_embedded_broker_a_message_appears_in_its_queue_only_whole(tmp_pa
 
     assert visible_while_written == []
     [message] = queue.iterdir()
-    assert message.name.endswith(".whole.ocr.msg")
+    assert message.name.endswith(".msg")
     assert json.loads(message.read_text())["headers"]["task"] == "itemflow.run_post_processor"
