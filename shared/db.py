@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event, func, make_url, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
+from shared.sqlite_lock import machine_lock
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,19 @@ def session_scope() -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error.
 
     Work registered with `after_commit` runs once the commit has succeeded,
-    so that a message is never sent for a row that was rolled back.
+    so that a message is never sent for a row that was rolled back. On
+    SQLite, transactions queue for the machine's lock (shared/sqlite_lock.py)
+    until this one has ended.
     """
-    with _session_factory()() as session, session.begin():
+    with _sqlite_turn(), _session_factory()() as session, session.begin():
         yield session
+
+
+def _sqlite_turn() -> AbstractContextManager[None]:
+    url = get_engine().url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return nullcontext()
+    return machine_lock(url.database).held()
 
 
 def after_commit(session: Session, action: Callable[[], None]) -> None:

@@ -163,6 +163,7 @@ def claim_job(
             updated_at=now,
             lease_expires_at=_lease_from(now),
         )
+        .execution_options(synchronize_session=False)
         .returning(
             PostProcessorJob.attempts,
             PostProcessorJob.max_attempts,
@@ -227,6 +228,7 @@ def renew_lease(session: Session, job: ClaimedJob) -> bool:
             lease_expires_at=_lease_from(database_now(session)),
             updated_at=PostProcessorJob.updated_at,
         )
+        .execution_options(synchronize_session=False)
         .returning(PostProcessorJob.id)
     ).one_or_none()
     return renewed is not None
@@ -250,11 +252,13 @@ def _guard(job: ClaimedJob) -> Any:
 def _release(session: Session, *conditions: Any, **values: Any) -> bool:
     """End a run's hold on the job matching `conditions`: set `values` and
     clear its lease and holder. False when no job matched (the run no longer
-    holds it)."""
+    holds it). A job row this session loaded keeps the values it had: the
+    guarded UPDATEs here are not evaluated against them in Python."""
     ended = session.execute(
         update(PostProcessorJob)
         .where(*conditions)
         .values(**values, updated_at=utcnow(), lease_expires_at=None, claimed_by=None)
+        .execution_options(synchronize_session=False)
         .returning(PostProcessorJob.id)
     ).one_or_none()
     return ended is not None
