@@ -108,10 +108,13 @@ def session_scope() -> Iterator[Session]:
     Work registered with `after_commit` runs once the commit has succeeded,
     so that a message is never sent for a row that was rolled back. On
     SQLite, transactions queue for the machine's lock (shared/sqlite_lock.py)
-    until this one has ended.
+    until this one has ended; that work runs after the lock is free.
     """
+    committed: list[Callable[[], None]] = []
     with _sqlite_turn(), _session_factory()() as session, session.begin():
+        session.info[COMMITTED] = committed
         yield session
+    _run(committed)
 
 
 def _sqlite_turn() -> AbstractContextManager[None]:
@@ -128,12 +131,21 @@ def after_commit(session: Session, action: Callable[[], None]) -> None:
 
 
 AFTER_COMMIT = "after_commit"
+COMMITTED = "committed"  # session_scope's list, run when it has ended
 
 
 def _run_after_commit(session: Session) -> None:
-    # The commit is done: the session can emit no SQL here, and the actions
-    # need none (a send, a file deleted).
-    for action in session.info.pop(AFTER_COMMIT, []):
+    actions = session.info.pop(AFTER_COMMIT, [])
+    later = session.info.get(COMMITTED)
+    if later is not None:
+        later.extend(actions)
+    else:
+        _run(actions)
+
+
+def _run(actions: list[Callable[[], None]]) -> None:
+    # The commit is done: the actions need no SQL (a send, a file deleted).
+    for action in actions:
         try:
             action()
         except Exception:

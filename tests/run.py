@@ -53,7 +53,7 @@ ON_RABBITMQ = Run(
 # Pool processes killed on the embedded default too: its worker runs another
 # event loop than on Redis or RabbitMQ, with the broker's folder polled.
 EMBEDDED_KILLS = Run(
-    "the lost-worker fault tests on the embedded default",
+    "the lost-worker fault tests",
     ["tests/faults/test_worker_kill.py"],
     {"ITEMFLOW_TEST_BACKEND": "embedded"},
 )
@@ -131,7 +131,8 @@ def main() -> int:
     else:
         print("RabbitMQ not reachable on 127.0.0.1:5672: its run is left out.")
     failed = side_by_side("services", *runs)
-    return failed | pytest("embedded", "tests/api")
+    # The API, and the sessions' SQLite side.
+    return failed | pytest("embedded", "tests/api", "tests/shared/test_db.py")
 
 
 if __name__ == "__main__":

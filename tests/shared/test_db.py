@@ -47,3 +47,29 @@ def test_a_failing_action_leaves_the_commit_and_the_other_actions_standing(caplo
         after_commit(session, lambda: ran.append("next"))
     assert ran == ["next"]
     assert "after-commit action failed" in caplog.text
+
+
+def test_on_sqlite_the_actions_run_once_the_next_transaction_may_begin():
+    """A send after the commit must not hold SQLite's queue: another thread's
+    transaction begins while it runs."""
+    import threading
+
+    from shared.db import get_engine
+
+    if get_engine().dialect.name != "sqlite":
+        pytest.skip("the machine's lock is SQLite's")
+    began = threading.Event()
+
+    def other_transaction() -> None:
+        with session_scope():
+            began.set()
+
+    def send() -> None:
+        other = threading.Thread(target=other_transaction)
+        other.start()
+        assert began.wait(5), "the next transaction waited for the send"
+        other.join()
+
+    with session_scope() as session:
+        after_commit(session, send)
+    assert began.is_set()
