@@ -19,10 +19,8 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ from bench.engine import (  # noqa: E402
     upload_one,
     wait_for_http,
 )
+from bench.llm import upload_all  # noqa: E402
 
 
 def main() -> int:
@@ -115,15 +114,7 @@ def make_run(env: dict[str, str], count: int, clients: int) -> Result:
         wait_for_completed(api, jobs_path, 1)
         meter = CpuMeter(env, uploads=lambda: [os.getpid()], **children(up.pid))
         started = time.time()
-        local = threading.local()
-
-        def send(url: str) -> None:
-            if not hasattr(local, "client"):
-                local.client = httpx.Client(headers=headers, timeout=60)
-            upload_one(base, headers, url, local.client)
-
-        with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(send, urls))
+        upload_all(base, headers, urls, clients)
         uploaded = time.time()
         wait_for_completed(api, jobs_path, count + 1)
         cpu = meter.per(count)
