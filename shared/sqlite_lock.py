@@ -61,7 +61,9 @@ class MachineLock:
         if fcntl is None:
             return
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            # Read-only does for flock: other users of the database (an API
+            # and a worker under different accounts) can take it too.
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
 

@@ -69,7 +69,7 @@ class JobRequest(Request):  # type: ignore[misc]  # Celery ships no type hints
         job_id = (self.kwargs or {}).get("job_id")
         if not job_id or self.worker_pid is None:
             return None  # never given to a process: nothing was claimed
-        holder = run_holder(self.hostname, self.worker_pid, self.id)
+        holder = run_holder(self.hostname, self.worker_pid, self.id, self._context.retries or 0)
         try:
             outcome = abandon_lost_run(uuid.UUID(job_id), holder, why)
         except Exception:

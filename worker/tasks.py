@@ -52,7 +52,9 @@ def run_post_processor(
         # the message goes back to the broker for another worker.
         raise Reject("the worker is shutting down", requeue=True)
     started = time.perf_counter()
-    holder = run_holder(self.request.hostname, os.getpid(), self.request.id)
+    holder = run_holder(
+        self.request.hostname, os.getpid(), self.request.id, self.request.retries or 0
+    )
     try:
         outcome = run_job(uuid.UUID(job_id), shutdown, holder, resume or ())
     except DatabaseFailed as failed:

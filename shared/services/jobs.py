@@ -119,11 +119,12 @@ def send_after_commit(
 # --- the worker's side ------------------------------------------------------
 
 
-def run_holder(worker: str, pid: int, message_id: str) -> str:
+def run_holder(worker: str, pid: int, message_id: str, retries: int) -> str:
     """A run's name in `claimed_by`: the worker (Celery's node name), the
-    pool process and the message. The worker's main process knows all three
-    for each message it gave a process."""
-    return f"{worker}:{pid}:{message_id}"
+    pool process, the message and its retry (a retry keeps the message's
+    id, and may land in the same process). The worker's main process knows
+    all four for each message it gave a process."""
+    return f"{worker}:{pid}:{message_id}:{retries}"
 
 
 def claim_job(
