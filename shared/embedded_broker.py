@@ -73,26 +73,28 @@ class Channel(filesystem.Channel):
     def _get(self, queue: Any, timeout: Any = None) -> Any:
         folder = self._folder(queue)
         listed = self._listed.setdefault(queue, deque())
-        for fresh in (False, True):
-            if fresh or not listed:
-                listed.clear()
+        # Names listed earlier first; once they are gone (taken, here or by
+        # another reader), the folder is listed once more, and only once.
+        relisted = False
+        while True:
+            if not listed:
+                if relisted:
+                    raise Empty()
                 listed.extend(sorted(_messages(folder)))
-            while listed:
-                name = listed.popleft()
-                taken = os.path.join(folder, f".{name}.{uuid.uuid4()}.taken")
-                try:
-                    os.rename(os.path.join(folder, name), taken)
-                except OSError:
-                    continue  # another reader took it
-                try:
-                    with open(taken, "rb") as file:
-                        payload = file.read()
-                finally:
-                    os.remove(taken)
-                return loads(payload)  # type: ignore[no-untyped-call]
-            if fresh:
-                break
-        raise Empty()
+                relisted = True
+                continue
+            name = listed.popleft()
+            taken = os.path.join(folder, f".{name}.{uuid.uuid4()}.taken")
+            try:
+                os.rename(os.path.join(folder, name), taken)
+            except OSError:
+                continue  # another reader took it
+            try:
+                with open(taken, "rb") as file:
+                    payload = file.read()
+            finally:
+                os.remove(taken)
+            return loads(payload)  # type: ignore[no-untyped-call]
 
     def _size(self, queue: Any) -> int:
         return sum(1 for _ in _messages(self._folder(queue)))

@@ -14,8 +14,6 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select
-
 from shared.db import session_scope
 from shared.inference import deadline
 from shared.inference.base import ModelOutput, PermanentError, TransientError
@@ -231,15 +229,12 @@ def abandon_lost_run(job_id: uuid.UUID, holder: str, why: str) -> Outcome | None
     failed when no attempts are left. None when that run no longer holds
     the job (it wrote its outcome, or never claimed it)."""
     with session_scope() as session:
-        attempt = session.scalar(
-            select(PostProcessorJob.attempts).where(
-                PostProcessorJob.id == job_id,
-                PostProcessorJob.status == JobStatus.PROCESSING.value,
-                PostProcessorJob.claimed_by == holder,
-            )
-        )
-        if attempt is None:
+        # Read once: abandon_attempt finds the row in the session, and its
+        # guarded UPDATE decides.
+        job = session.get(PostProcessorJob, job_id)
+        if job is None or job.status != JobStatus.PROCESSING.value or job.claimed_by != holder:
             return None
+        attempt = job.attempts
         error = f"Attempt {attempt} {why}."
         status = jobs.abandon_attempt(session, job_id, attempt, error, holder=holder)
     if status is None:
