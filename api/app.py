@@ -21,6 +21,7 @@ from api.routes import (
     metrics,
     postprocessors,
     providers,
+    states,
     system,
     version_parts,
 )
@@ -48,6 +49,7 @@ def create_app() -> Starlette:
         *datasets.routes,
         *version_parts.routes,
         *items.routes,
+        *states.routes,
         *files.routes,
         *postprocessors.routes,
         *providers.routes,

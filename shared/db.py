@@ -10,6 +10,8 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, make_url, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
@@ -180,3 +182,11 @@ def database_now(session: Session) -> datetime:
     # waited for: a lease must not start out partly used up.
     session.execute(select(1))
     return datetime.now(UTC)
+
+
+def upsert_insert(session: Session) -> Any:
+    """The INSERT of the session's dialect that has ON CONFLICT: both
+    PostgreSQL's and SQLite's speak it, in the same words."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql_insert
+    return sqlite_insert

@@ -248,6 +248,30 @@ class Annotation(Timestamped, Base):
     )
 
 
+class ItemState(Timestamped, Base):
+    """An item's workflow state in a version ("reviewed", "needs-check"...),
+    written by people and apart from the item, so that setting it neither
+    bumps the item's version nor starts its post-processors. `version`
+    counts its writes under the items' If-Match rules; a state never written
+    has no row (version 0)."""
+
+    __tablename__ = "item_states"
+    __table_args__ = (
+        UniqueConstraint("item_id", "dataset_version_id", name="uq_item_states_item_version"),
+        Index("ix_item_states_version_order", "dataset_version_id", "created_at", "id"),
+    )
+
+    item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("dataset_items.id", ondelete="CASCADE"))
+    dataset_version_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
 class PostProcessor(Timestamped, Base):
     __tablename__ = "post_processors"
 

@@ -126,6 +126,12 @@ class AnnotationUpdate(RequestBody):
     coordinates: Text = ""
 
 
+class ItemStateUpdate(RequestBody):
+    name: Text = ""
+    description: Text = ""
+    state: Text = ""
+
+
 class SplitRef(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: uuid.UUID
@@ -349,3 +355,33 @@ class JobSummary(BaseModel):
 class JobWithDetails(JobPublic):
     post_processor_name: str
     item_name: str
+
+
+class ItemStatePublic(BaseModel):
+    """A state never written answers as a scaffold: version 0, no
+    timestamps, and the id its row will have once written."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
+    name: str
+    description: str
+    item_id: uuid.UUID
+    dataset_version_id: uuid.UUID
+    user_id: IdText
+    state: str
+    version: int
+
+
+class LabelStat(BaseModel):
+    """A label's use in a split: `annotation_count` annotations on
+    `item_count` items; `count` is the items (the figure a label list
+    shows). The row with `label_id` "" counts the split's unlabelled items."""
+
+    label_id: IdText
+    split_id: IdText
+    count: int
+    annotation_count: int
+    item_count: int

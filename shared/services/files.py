@@ -15,11 +15,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from shared.db import after_commit, session_scope
+from shared.db import after_commit, session_scope, upsert_insert
 from shared.models import FileRemoval, utcnow
 from shared.storage import get_storage
 
@@ -45,9 +43,7 @@ def record(session: Session, keys: Sequence[str]) -> None:
     """Record removals in the session's transaction; one already recorded
     (two transactions dropping rows of the same file) is kept as it is."""
     rows = [{"file_key": key, "requested_at": utcnow()} for key in keys]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(FileRemoval).values(rows).on_conflict_do_nothing())
+    session.execute(upsert_insert(session)(FileRemoval).values(rows).on_conflict_do_nothing())
 
 
 def remove_now_or_later(key: str) -> None:
