@@ -86,8 +86,12 @@ def test_up_runs_everything_embedded_and_stopping_it_stops_all(tmp_path, stop_si
     finally:
         up.send_signal(stop_signal)
         up.wait(timeout=60)
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+    # As long as `up` itself gives them before it kills: a worker's warm
+    # shutdown joins its pool, which on a loaded machine takes more than
+    # a few seconds even with no job running.
+    started = time.monotonic()
+    while any(alive(pid) for pid in children) and time.monotonic() < started + 35:
         time.sleep(0.2)
-    assert not [command_of(pid) for pid in children if alive(pid)]
+    left = [command_of(pid) for pid in children if alive(pid)]
+    assert not left, f"still running after {time.monotonic() - started:.0f}s"
     assert up.returncode == (-signal.SIGKILL if stop_signal == signal.SIGKILL else 0)
