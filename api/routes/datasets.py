@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from api.http import Crud
+from starlette.routing import Route
+
+from api.http import Crud, row_endpoint
 from shared.schemas import (
     DatasetCreate,
     DatasetPublic,
@@ -11,7 +13,7 @@ from shared.schemas import (
     VersionPublic,
     VersionUpdate,
 )
-from shared.services import datasets
+from shared.services import datasets, version_copy
 
 DATASET = "/datasets/{dataset_id:uuid}"
 VERSION = DATASET + "/versions/{version_id:uuid}"
@@ -37,4 +39,14 @@ VERSIONS = Crud(
     datasets.delete_version,
 )
 
-routes = [*DATASETS.routes("/datasets", DATASET), *VERSIONS.routes(DATASET + "/versions", VERSION)]
+routes = [
+    *DATASETS.routes("/datasets", DATASET),
+    *VERSIONS.routes(DATASET + "/versions", VERSION),
+    # The body the client sends (a DatasetVersion naming the dataset) says
+    # nothing the path does not: it is not read.
+    Route(
+        VERSION + "/new",
+        row_endpoint(VersionPublic, version_copy.duplicate_version, status=201),
+        methods=["POST"],
+    ),
+]

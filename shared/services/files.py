@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import after_commit, session_scope, upsert_insert
-from shared.models import FileRemoval, utcnow
+from shared.models import DatasetItem, FileRemoval, utcnow
 from shared.storage import get_storage
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,16 @@ def _forget(session: Session, keys: Sequence[str]) -> None:
 
 
 def _delete_files(keys: Iterable[str], stop_at_failure: bool) -> tuple[list[str], str | None]:
-    """Delete each file: the keys of those that are gone now, and the one
-    that failed if `stop_at_failure` stopped there."""
+    """Delete each file no item names any more: the keys of those that are
+    gone now (or are another item's, and only their removal is forgotten),
+    and the one that failed if `stop_at_failure` stopped there."""
+    keys = list(keys)
+    still_used = _still_used(keys)
     storage = get_storage()
-    removed: list[str] = []
+    removed: list[str] = [key for key in keys if key in still_used]
     for key in keys:
+        if key in still_used:
+            continue
         try:
             storage.delete(key)
         except Exception as error:
@@ -133,3 +138,21 @@ def _delete_files(keys: Iterable[str], stop_at_failure: bool) -> tuple[list[str]
         else:
             removed.append(key)
     return removed, None
+
+
+def _still_used(keys: Sequence[str]) -> set[str]:
+    """The keys an item still names: a version's copy shares its items'
+    files (shared/services/version_copy.py), so an item's removal is only
+    its file's when no other item has it. Read after the removing
+    transaction committed; a copy being made holds its source items
+    locked, so it has either committed by now or will not see them."""
+    used: set[str] = set()
+    with session_scope() as session:
+        for start in range(0, len(keys), BATCH):
+            chunk = keys[start : start + BATCH]
+            used.update(
+                session.scalars(
+                    select(DatasetItem.file_key).where(DatasetItem.file_key.in_(chunk)).distinct()
+                )
+            )
+    return used

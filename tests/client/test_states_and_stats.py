@@ -56,3 +56,27 @@ out = {
     )
     assert (out["cat"]["annotation_count"], out["cat"]["item_count"]) == (1, 1)
     assert out["unlabelled"]["item_count"] == 1
+
+
+def test_a_duplicated_version_is_frozen_against_later_changes(seeme: Seeme):
+    out = seeme(
+        SETUP
+        + """
+client.update_dataset_item_state(dataset.id, version.id, item.id, "reviewed", if_match=0)
+copy = client.duplicate_dataset_version(dataset.id, version.id)
+item.name = "renamed later"
+client.update_dataset_item(dataset.id, version.id, item)
+client.update_dataset_item_state(dataset.id, version.id, item.id, "changed", if_match=1)
+[copied] = client.get_dataset_items(dataset.id, copy.id)
+out = {
+    "copy": copy,
+    "source": version.id,
+    "copied": copied,
+    "state": client.get_dataset_item_state(dataset.id, copy.id, copied.id),
+}
+"""
+    )
+    assert out["copy"]["id"] != out["source"]
+    assert [s["name"] for s in out["copy"]["splits"]] == ["train", "valid", "test"]
+    assert out["copied"]["name"] == "page"
+    assert (out["state"]["state"], out["state"]["version"]) == ("reviewed", 1)
