@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route
 from api.openapi import serve_openapi
 from api.problems import EXCEPTION_HANDLERS
 from api.routes import (
+    backfill,
     datasets,
     docs,
     files,
@@ -52,6 +53,7 @@ def create_app() -> Starlette:
         *states.routes,
         *files.routes,
         *postprocessors.routes,
+        *backfill.routes,
         *providers.routes,
         *system.api_routes,
         Route("/openapi.json", serve_openapi, methods=["GET"]),

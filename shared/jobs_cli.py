@@ -1,5 +1,5 @@
-"""`itemflow jobs retry|summary`: a dataset's jobs in bulk, through the
-HTTP API, as the user whose key is given (ITEMFLOW_API_KEY)."""
+"""`itemflow jobs retry|summary|run`: a dataset's jobs in bulk, through
+the HTTP API, as the user whose key is given (ITEMFLOW_API_KEY)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,18 @@ def add_jobs_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     ).add_subparsers(dest="jobs_command", required=True)
     retry = jobs.add_parser("retry", help="retry the dataset's failed jobs a filter picks")
     summary = jobs.add_parser("summary", help="the dataset's jobs by status, and common errors")
-    for command in (retry, summary):
+    run = jobs.add_parser("run", help="run a post-processor over the items already there")
+    for command in (retry, summary, run):
         add_api_options(command)
         command.add_argument("--dataset", required=True, help="the dataset's id")
+    run.add_argument("--post-processor", required=True, help="the post-processor's id")
+    run.add_argument("--version", help="only this version's items (its id)")
+    run.add_argument("--split", help="only this split's items (its id)")
+    run.add_argument(
+        "--without-completed",
+        action="store_true",
+        help="only items without a completed job of this post-processor",
+    )
     retry.add_argument("--post-processor", help="only this post-processor's jobs (its id)")
     retry.add_argument("--model-type", help="only jobs of post-processors of this model type")
     retry.add_argument("--error-contains", help="only jobs whose error has this text (any case)")
@@ -88,6 +97,8 @@ def run_jobs_command(args: argparse.Namespace) -> int:
     path = f"/datasets/{args.dataset}/post-processors/jobs"
     try:
         with api_client(args) as client:
+            if args.jobs_command == "run":
+                return run_post_processor(client, args)
             if args.jobs_command == "retry":
                 answer = client.post(path + "/retry", json=_retry_filter(args))
             else:
@@ -113,8 +124,58 @@ def run_jobs_command(args: argparse.Namespace) -> int:
                 "skipped jobs have used all their attempts: --max-attempts N raises the cap",
                 file=sys.stderr,
             )
+        if retried["busy"]:
+            print(
+                f"{retried['busy']} failed jobs left failed: another job of their "
+                "post-processor is pending or running for the item",
+                file=sys.stderr,
+            )
     else:
         print_summary(answer.json())
+    return 0
+
+
+# Items a request looks at: a page of the progress bar.
+RUN_PAGE = 1000
+
+
+def run_post_processor(client: httpx.Client, args: argparse.Namespace) -> int:
+    """The run page by page, each page's jobs made and sent before the next
+    is asked for, so the bar shows how far it is; stopped, run it again and
+    it skips the items whose job is pending or running."""
+    from tqdm import tqdm
+
+    path = f"/datasets/{args.dataset}/post-processors/{args.post_processor}/run"
+    chosen = {
+        "version_id": args.version,
+        "split_id": args.split,
+        "items": "without_completed" if args.without_completed else "all",
+        "limit": RUN_PAGE,
+    }
+    body = {name: value for name, value in chosen.items() if value is not None}
+    created = skipped = 0
+    with tqdm(unit="item", file=sys.stderr) as bar:
+        while True:
+            answer = client.post(path, json=body)
+            if answer.is_error:
+                bar.close()
+                print(f"itemflow jobs run: {problem_line(answer)}", file=sys.stderr)
+                return 1
+            page = answer.json()
+            created += page["created"]
+            skipped += page["skipped"]
+            looked_at = page["created"] + page["skipped"]
+            bar.total = bar.n + looked_at + page["remaining"]
+            bar.update(looked_at)
+            if not page["next"]:
+                break
+            body["after"] = page["next"]
+    print(f"created {created}, skipped {skipped}")
+    if skipped:
+        print(
+            "skipped items have a job of this post-processor pending or running",
+            file=sys.stderr,
+        )
     return 0
 
 

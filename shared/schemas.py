@@ -331,7 +331,11 @@ class JobPublic(PublicModel):
 
 class JobsRetried(BaseModel):
     retried: int
+    # Failed jobs without an attempt left.
     skipped: int
+    # Failed jobs left so: another job of the post-processor is pending or
+    # running for the item.
+    busy: int
 
 
 class PostProcessorJobCounts(BaseModel):

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from shared.models import JobStatus, PostProcessor, PostProcessorJob
-from shared.services.jobs import back_to_pending, send_after_commit
+from shared.models import DatasetItem, JobStatus, PostProcessor, PostProcessorJob
+from shared.services.jobs import back_to_pending, beside_live, send_after_commit
 from shared.services.postprocessors import get_post_processor
 from shared.services.scope import get_dataset
 
@@ -37,6 +37,9 @@ class RetryFilter:
 class Retried:
     retried: int
     skipped: int  # failed jobs the filter matched that have no attempt left
+    # Failed jobs left failed: another job of their post-processor is
+    # pending or running for the item.
+    busy: int = 0
 
 
 def retry_failed(
@@ -63,6 +66,21 @@ def retry_failed(
             (PostProcessorJob.max_attempts > chosen.max_attempts, PostProcessorJob.max_attempts),
             else_=chosen.max_attempts,
         )
+    # The items locked first, in the order a backfill run takes them: a job
+    # one makes for them meanwhile is seen below, and none is made beside
+    # the jobs retried here.
+    session.execute(
+        select(DatasetItem.id)
+        .where(
+            DatasetItem.id.in_(
+                select(PostProcessorJob.dataset_item_id).where(
+                    *matching, PostProcessorJob.status == JobStatus.FAILED.value
+                )
+            )
+        )
+        .order_by(DatasetItem.created_at, DatasetItem.id)
+        .with_for_update()
+    )
     retried = session.execute(
         back_to_pending(*matching, PostProcessorJob.attempts < cap, cap=cap)
         .returning(
@@ -81,6 +99,16 @@ def retry_failed(
             PostProcessorJob.attempts >= cap,
         )
     )
+    busy = session.scalar(
+        select(func.count())
+        .select_from(PostProcessorJob)
+        .where(
+            *matching,
+            PostProcessorJob.status == JobStatus.FAILED.value,
+            PostProcessorJob.attempts < cap,
+            beside_live(),
+        )
+    )
     if retried:
         post_processors = {
             row.id: row
@@ -93,7 +121,7 @@ def retry_failed(
             send_after_commit(
                 session, job_id, item_id, dataset_id, post_processors[post_processor_id], 0
             )
-    return Retried(retried=len(retried), skipped=skipped or 0)
+    return Retried(retried=len(retried), skipped=skipped or 0, busy=busy or 0)
 
 
 def _matching(dataset_id: uuid.UUID, chosen: RetryFilter) -> list[Any]:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import case, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import case, exists, select, update
+from sqlalchemy.orm import Session, aliased
 
 from shared import queue
 from shared.db import after_commit, database_clock, database_now
@@ -410,14 +410,32 @@ def abandon_attempt(
 # --- the API's side ---------------------------------------------------------
 
 
+LIVE = (JobStatus.PENDING.value, JobStatus.PROCESSING.value)
+
+
+def beside_live() -> Any:
+    """A job of the same post-processor and item, other than this one, is
+    pending or running (one a backfill run or a new file made since): a
+    retry then would run the post-processor twice over the item."""
+    other = aliased(PostProcessorJob)
+    return exists().where(
+        other.post_processor_id == PostProcessorJob.post_processor_id,
+        other.dataset_item_id == PostProcessorJob.dataset_item_id,
+        other.id != PostProcessorJob.id,
+        other.status.in_(LIVE),
+    )
+
+
 def back_to_pending(*conditions: Any, cap: Any) -> Any:
     """The UPDATE that retries the failed jobs `conditions` pick: pending
     again, error and completion cleared, `cap` attempts allowed. Guarded on
     the status, so of two retries at the same moment only one finds a job
-    failed: that one alone enqueues it."""
+    failed: that one alone enqueues it; and on no live job beside it (the
+    caller holds the items locked, as a backfill run does, so that neither
+    misses the other's)."""
     return (
         update(PostProcessorJob)
-        .where(*conditions, PostProcessorJob.status == JobStatus.FAILED.value)
+        .where(*conditions, PostProcessorJob.status == JobStatus.FAILED.value, ~beside_live())
         .values(
             status=JobStatus.PENDING.value,
             error=None,
@@ -437,12 +455,17 @@ def retry_job(
     job_id: uuid.UUID,
     max_attempts: int | None,
 ) -> PostProcessorJob:
-    get_item(session, user_id, dataset_id, version_id, item_id)
+    get_item(session, user_id, dataset_id, version_id, item_id, for_update=True)
     job = session.get(PostProcessorJob, job_id)
     if job is None or job.dataset_item_id != item_id or job.user_id != user_id:
         raise NotFound("Job not found.")
     if job.status != JobStatus.FAILED.value:
         raise Conflict(f"Only a failed job can be retried; this one is {job.status}.")
+    if session.scalar(select(beside_live()).where(PostProcessorJob.id == job_id)):
+        raise Conflict(
+            "Another job of this post-processor is pending or running for the item; "
+            "retry this one once that one is done, if still needed."
+        )
     cap = max_attempts if max_attempts is not None else job.max_attempts
     if job.attempts >= cap:
         raise Conflict(

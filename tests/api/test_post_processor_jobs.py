@@ -256,13 +256,13 @@ def test_bulk_retry_retries_the_failed_jobs_and_no_other(client):
 
     answer = ok(client.post(jobs_path(dataset) + "/retry", json={"status": "failed"}))
 
-    assert answer == {"retried": 1, "skipped": 0}
+    assert answer == {"retried": 1, "skipped": 0, "busy": 0}
     [retried] = item_jobs(client, dataset, item)
     assert (retried["status"], retried["attempts"], retried["error"]) == ("pending", 1, None)
     [after] = item_jobs(client, dataset, other_item)
     assert after["attempts"] == untouched["attempts"] and after["status"] != "failed"
     again = ok(client.post(jobs_path(dataset) + "/retry", json={"status": "failed"}))
-    assert again == {"retried": 0, "skipped": 0}
+    assert again == {"retried": 0, "skipped": 0, "busy": 0}
 
 
 def test_bulk_retry_skips_jobs_without_attempts_unless_the_cap_is_raised(client):
@@ -270,9 +270,13 @@ def test_bulk_retry_skips_jobs_without_attempts_unless_the_cap_is_raised(client)
     fail_job(job["id"], attempts=3)
     path = jobs_path(dataset) + "/retry"
 
-    assert ok(client.post(path, json={"status": "failed"})) == {"retried": 0, "skipped": 1}
+    assert ok(client.post(path, json={"status": "failed"})) == {
+        "retried": 0,
+        "skipped": 1,
+        "busy": 0,
+    }
     raised = ok(client.post(path, json={"status": "failed", "max_attempts": 4}))
-    assert raised == {"retried": 1, "skipped": 0}
+    assert raised == {"retried": 1, "skipped": 0, "busy": 0}
     [after] = item_jobs(client, dataset, item)
     assert (after["status"], after["attempts"], after["max_attempts"]) == ("pending", 3, 4)
 
