@@ -38,6 +38,7 @@ Body = TypeVar("Body", bound=BaseModel)
 Endpoint = Callable[[Request], Awaitable[Response]]
 UPLOAD = "upload"  # a body that is one file, as multipart/form-data
 FILE = "file"  # an answer that is a stored file's bytes
+ZIP = "zip"  # an answer that is a zip made as it is sent
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Query:
 class Declaration:
     """What a route takes and answers."""
 
-    answer: type[BaseModel] | str | None = None  # a schema, FILE, or None: any JSON
+    answer: type[BaseModel] | str | None = None  # a schema, FILE, ZIP, or None: any JSON
     body: type[BaseModel] | str | None = None  # a schema or UPLOAD
     status: int = 200
     many: bool = False  # answers a plain array of `answer`
@@ -406,3 +407,11 @@ def if_match(request: Request) -> int | None:
         return None
     # Versions live in 32 bits: a larger number can match no item.
     return int(value) if value.isdigit() and int(value) <= INT32_MAX else -1
+
+
+def disposition(name: str) -> str:
+    """A Content-Disposition that saves the answer as `name`."""
+    from urllib.parse import quote
+
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"

@@ -25,12 +25,14 @@ from api.http import (
     PAGE_COUNT,
     PAGE_SIZE,
     UPLOAD,
+    ZIP,
     Bounds,
     Declaration,
     declaration_of,
     declare,
 )
 from api.multipart import FILE_FIELD
+from shared.exchange import Format
 from shared.provider_config import NAME_PATTERN
 from shared.settings import get_settings
 
@@ -38,8 +40,9 @@ API_PREFIX = "/api/v1"
 _PATH_PARAMETER = re.compile(r"\{(\w+)(?::(\w+))?\}")
 _UUID = {"type": "string", "format": "uuid"}
 # A path parameter without Starlette's `:uuid` names one of the operator's
-# providers, the only other kind of name in a path.
+# providers, or an import's format.
 _NAME = {"type": "string", "pattern": NAME_PATTERN}
+_OTHER = {"format": {"type": "string", "enum": [fmt.value for fmt in Format]}}
 PROBLEM = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],
@@ -126,7 +129,12 @@ def _operation(
             "responses": {"200": ok, **_problems(*declared.errors)},
         }
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": _UUID if kind == "uuid" else _NAME}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": _UUID if kind == "uuid" else _OTHER.get(name, _NAME),
+        }
         for name, kind in _PATH_PARAMETER.findall(path)
     ]
     if declared.paged:
@@ -166,9 +174,11 @@ def _operation(
 
 
 def _answer(declared: Declaration, schemas: dict[Any, Any]) -> dict[str, Any]:
+    binary = {"schema": {"type": "string", "format": "binary"}}
     if declared.answer == FILE:
-        binary = {"schema": {"type": "string", "format": "binary"}}
         return {"description": "The stored bytes, or a JPEG thumbnail", "content": {"*/*": binary}}
+    if declared.answer == ZIP:
+        return {"description": "A zip, sent as it is made", "content": {"application/zip": binary}}
     schema: dict[str, Any] = (
         schemas[declared.answer, "serialization"] if isinstance(declared.answer, type) else {}
     )

@@ -229,6 +229,18 @@ class VersionPublic(PublicModel):
     config: str
 
 
+class RefusedEntry(BaseModel):
+    entry: str  # the zip member, or the row of a file that lists them
+    reason: str
+
+
+class VersionImported(VersionPublic):
+    """The version after an import, and what the import made and refused."""
+
+    imported: int
+    refused: list[RefusedEntry]
+
+
 class DatasetPublic(PublicModel):
     name: str
     description: str

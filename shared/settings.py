@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
 
     max_upload_bytes: int = 100 * MIB
+    # A dataset zip imported at once (each file in it is held to
+    # max_upload_bytes), and how many entries it may hold.
+    max_import_bytes: int = 4096 * MIB
+    max_import_entries: int = 100_000
     max_json_bytes: int = 1 * MIB
     # PDFs with more pages are refused by OCR rather than read for hours.
     max_pdf_pages: int = 200

@@ -21,6 +21,7 @@ from api.http import (
     Query,
     authenticate,
     declare,
+    disposition,
     if_match,
     json_response,
     path_ids,
@@ -117,7 +118,7 @@ async def download(request: Request) -> Response:
     headers = {
         "ETag": etag,
         "Content-Length": str(stored.size),
-        "Content-Disposition": _disposition(stored.name),
+        "Content-Disposition": disposition(stored.name),
     }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag})
@@ -150,15 +151,8 @@ async def _thumbnail(request: Request, stored: items.StoredFile) -> Response:
     return Response(
         body,
         media_type="image/jpeg",
-        headers={"ETag": etag, "Content-Disposition": _disposition(f"{stem}-thumbnail.jpg")},
+        headers={"ETag": etag, "Content-Disposition": disposition(f"{stem}-thumbnail.jpg")},
     )
-
-
-def _disposition(name: str) -> str:
-    from urllib.parse import quote
-
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
 routes = [

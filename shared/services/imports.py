@@ -1,0 +1,198 @@
+"""An archive's entries made items of a version, each as an upload makes
+one: its file staged in storage as it is read from the zip, then the
+item, its file, splits, labels, annotations and the dataset's
+post-processors' jobs in one transaction (whose messages are sent once
+it commits). An entry refused at any step leaves nothing behind: not its
+staged file, not a label or split only it would have made."""
+
+from __future__ import annotations
+
+import uuid
+import zipfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared import filekinds
+from shared.db import session_scope
+from shared.errors import AppError
+from shared.exchange.imports import Archive, Entry
+from shared.filekinds import FileKind
+from shared.models import Annotation, DatasetSplit, DatasetVersion, Label
+from shared.schemas import ItemCreate, SplitRef
+from shared.services import files, items
+from shared.services.scope import get_version
+from shared.storage import StagedFile, get_storage
+
+CHUNK = 1024 * 1024
+# A text file's content becomes the item's text too, up to this size.
+TEXT_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Refusal:
+    entry: str
+    reason: str
+
+
+@dataclass
+class Report:
+    imported: int = 0
+    refused: list[Refusal] = field(default_factory=list)
+
+
+@dataclass
+class Target:
+    user_id: uuid.UUID
+    dataset_id: uuid.UUID
+    version_id: uuid.UUID
+    # Names of splits and labels known to be in the version, by id: only
+    # those whose transaction committed.
+    splits: dict[str, uuid.UUID] = field(default_factory=dict)
+    labels: dict[str, uuid.UUID] = field(default_factory=dict)
+
+
+def declare_labels(target: Target, names: list[str]) -> None:
+    """The labels an archive declares, made in its order where missing."""
+    with session_scope() as session:
+        _lock(session, target)
+        made: dict[str, uuid.UUID] = {}
+        for name in names:
+            _label(session, target, name, made)
+    target.labels.update(made)
+
+
+async def import_entry(target: Target, archive: Archive, entry: Entry, report: Report) -> None:
+    if entry.refused:
+        report.refused.append(Refusal(entry.where, entry.refused))
+        return
+    staged = None
+    try:
+        kind = None
+        text = entry.text
+        if entry.member is not None:
+            staged = await get_storage().stage(_chunks(archive.zip, entry.member), archive.limit)
+            kind = filekinds.detect(staged.head)
+            if kind.family == "text" and not text and staged.size <= TEXT_BYTES:
+                text = await anyio.to_thread.run_sync(_text_of, archive.zip, entry.member)
+        await anyio.to_thread.run_sync(_store, target, entry, text, staged, kind)
+    except AppError as error:
+        if staged is not None:
+            await anyio.to_thread.run_sync(files.remove_now_or_later, staged.key)
+        report.refused.append(Refusal(entry.where, error.detail))
+        return
+    except BaseException:
+        if staged is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(files.remove_now_or_later, staged.key)
+        raise
+    report.imported += 1
+
+
+async def _chunks(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> AsyncIterator[bytes]:
+    # Read (and inflated) in a thread; stage stops past the limit, whatever
+    # size the member claims.
+    with archive.open(member) as stream:
+        while chunk := await anyio.to_thread.run_sync(stream.read, CHUNK):
+            yield chunk
+
+
+def _text_of(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
+    return archive.read(member).decode("utf-8", "replace")
+
+
+def _store(
+    target: Target, entry: Entry, text: str, staged: StagedFile | None, kind: FileKind | None
+) -> None:
+    made_splits: dict[str, uuid.UUID] = {}
+    made_labels: dict[str, uuid.UUID] = {}
+    with session_scope() as session:
+        _lock(session, target)
+        splits = []
+        if entry.split:
+            splits = [SplitRef(id=_split(session, target, entry.split, made_splits))]
+        # The splits given, even none: an imported item is where the
+        # archive puts it, not in the version's default split.
+        body = ItemCreate(name=entry.name, text=text, splits=splits)
+        item = items.create_item(
+            session, target.user_id, target.dataset_id, target.version_id, body
+        )
+        item_id = item.id
+        for label, coordinates in entry.annotations:
+            session.add(
+                Annotation(
+                    version_id=target.version_id,
+                    item_id=item_id,
+                    label_id=_label(session, target, label, made_labels),
+                    split_id=None,
+                    coordinates=coordinates,
+                    user_id=target.user_id,
+                )
+            )
+        session.flush()
+        if staged is not None and kind is not None:
+            assert entry.member is not None
+            file_name = entry.member.filename.rsplit("/", 1)[-1]
+            items.attach_file(
+                session,
+                target.user_id,
+                target.dataset_id,
+                target.version_id,
+                item_id,
+                staged=staged,
+                kind=kind,
+                file_name=file_name,
+            )
+    target.splits.update(made_splits)
+    target.labels.update(made_labels)
+
+
+def _lock(session: Session, target: Target) -> None:
+    """The version, checked as the caller's and locked: imports into it one
+    at a time make each split or label name once."""
+    get_version(session, target.user_id, target.dataset_id, target.version_id)
+    session.get(DatasetVersion, target.version_id, with_for_update=True, populate_existing=True)
+
+
+def _split(session: Session, target: Target, name: str, made: dict[str, uuid.UUID]) -> uuid.UUID:
+    found = target.splits.get(name) or made.get(name)
+    if found is None:
+        found = session.scalar(
+            select(DatasetSplit.id).where(
+                DatasetSplit.version_id == target.version_id, DatasetSplit.name == name
+            )
+        )
+    if found is None:
+        split = DatasetSplit(version_id=target.version_id, user_id=target.user_id, name=name)
+        session.add(split)
+        session.flush()
+        found = split.id
+    made[name] = found
+    return found
+
+
+def _label(session: Session, target: Target, name: str, made: dict[str, uuid.UUID]) -> uuid.UUID:
+    found = target.labels.get(name) or made.get(name)
+    if found is None:
+        found = session.scalar(
+            select(Label.id).where(Label.version_id == target.version_id, Label.name == name)
+        )
+    if found is None:
+        last: Any = session.scalar(
+            select(func.max(Label.index)).where(Label.version_id == target.version_id)
+        )
+        label = Label(
+            version_id=target.version_id,
+            user_id=target.user_id,
+            name=name,
+            index=0 if last is None else last + 1,
+        )
+        session.add(label)
+        session.flush()
+        found = label.id
+    made[name] = found
+    return found
