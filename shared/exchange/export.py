@@ -20,6 +20,7 @@ Layouts (README, "Export and import"):
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -27,6 +28,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import IO, Any
 
 from PIL import Image
@@ -37,6 +39,7 @@ from shared.exchange.zipstream import ZipStream
 from shared.storage import get_storage
 
 CHUNK = 1024 * 1024
+BATCH = 256 * 1024
 UNSPLIT = "unsplit"
 UNLABELLED = "unlabelled"
 CSV_NAME = "dataset.csv"
@@ -81,8 +84,24 @@ def export(fmt: Format, plan: Plan, tally: Tally | None = None) -> Iterator[byte
         Format.SPACY_NER: _spacy,
         Format.COCO: _coco,
     }[fmt]
-    yield from writer(stream, plan, tally)
-    yield from stream.close()
+    yield from _batched(chain(writer(stream, plan, tally), stream.close()))
+
+
+def _batched(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The zip's bytes in pieces of BATCH or more: a streamed answer's
+    every piece costs a hop to a thread and a send, which small entries'
+    headers would otherwise each pay."""
+    buffer = bytearray()
+    for chunk in chunks:
+        if not buffer and len(chunk) >= BATCH:
+            yield chunk
+            continue
+        buffer += chunk
+        if len(buffer) >= BATCH:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
 
 
 # --- names ------------------------------------------------------------------
@@ -97,10 +116,15 @@ def safe_part(text: str, fallback: str) -> str:
 
 class Names:
     """Each file's name in its folder, told apart by the item's id when two
-    items have the same."""
+    items have the same. The paths used are kept as 64-bit digests (some 50
+    bytes an entry in a set), not as strings."""
 
     def __init__(self) -> None:
-        self._used: set[str] = set()
+        self._used: set[int] = set()
+
+    @staticmethod
+    def _digest(path: str) -> int:
+        return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big")
 
     def of(self, folder: str, record: Record, text_file: bool = False) -> str:
         # The item's name (an import names an item by its file's stem).
@@ -108,12 +132,10 @@ class Names:
         extension = "txt" if text_file else record.extension
         if extension and not name.lower().endswith("." + extension.lower()):
             name = f"{name}.{extension}"
-        path = f"{folder}/{name}"
-        if path in self._used:
+        if self._digest(f"{folder}/{name}") in self._used:
             stem, dot, suffix = name.rpartition(".")
             name = f"{stem}-{str(record.id)[:8]}{dot}{suffix}" if dot else f"{name}-{record.id}"
-            path = f"{folder}/{name}"
-        self._used.add(path)
+        self._used.add(self._digest(f"{folder}/{name}"))
         return name
 
 
