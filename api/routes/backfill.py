@@ -14,7 +14,6 @@ from starlette.routing import Route
 
 from api.http import Declaration, authenticate, declare, json_response, path_ids, read_body
 from api.routes.datasets import DATASET
-from shared.errors import ValidationFailed
 from shared.schemas import RequestBody
 from shared.services import backfill
 
@@ -43,12 +42,6 @@ async def run_post_processor(request: Request) -> Response:
     user_id = await authenticate(request)
     body = await read_body(request, RunRequest, optional=True)
     ids = path_ids(request)
-    try:
-        cursor = backfill.read_cursor(body.after)
-    except ValueError:
-        raise ValidationFailed(
-            [{"loc": ["body", "after"], "msg": "not a `next` this route answered"}]
-        ) from None
     chosen = backfill.Filter(version_id=body.version_id, split_id=body.split_id, items=body.items)
     done = await run_in_threadpool(
         backfill.run,
@@ -57,7 +50,7 @@ async def run_post_processor(request: Request) -> Response:
         ids["post_processor_id"],
         chosen,
         limit=body.limit,
-        cursor=cursor,
+        after=body.after,
     )
     return json_response(asdict(done))
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import tempfile
 import uuid
 import zipfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import IO, Any
 
 import anyio
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -82,10 +83,22 @@ async def download(request: Request) -> Response:
 
     fmt, planned, file_name = await run_in_threadpool(plan)
     return StreamingResponse(
-        export(fmt, planned),
+        _closed_at_end(export(fmt, planned)),
         media_type="application/zip",
         headers={"Content-Disposition": disposition(file_name)},
     )
+
+
+async def _closed_at_end(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The export's chunks, each made in a thread; closed when the answer
+    ends for any reason (Starlette leaves a sync iterator it was given to
+    be collected, which for a client gone mid-zip is too late)."""
+    try:
+        async for chunk in iterate_in_threadpool(chunks):
+            yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(getattr(chunks, "close", lambda: None))
 
 
 @declare(Declaration(VersionImported, body=UPLOAD, errors=(413, 415)))
@@ -109,7 +122,9 @@ async def upload(request: Request) -> Response:
     part = FilePart(request.headers.get("content-type", ""), request.stream())
     with tempfile.TemporaryFile() as spool:
         await _receive(part, spool, settings.max_import_bytes)
-        archive = await run_in_threadpool(_open, spool, settings.max_upload_bytes)
+        archive = await run_in_threadpool(
+            _open, spool, settings.max_upload_bytes, settings.max_import_entries
+        )
         with archive.zip:
             entries = await run_in_threadpool(lambda: list(read(fmt, archive)))
             if len(entries) > settings.max_import_entries:
@@ -117,7 +132,7 @@ async def upload(request: Request) -> Response:
                     f"The zip holds {len(entries)} entries; at most "
                     f"{settings.max_import_entries} are imported at once."
                 )
-            await run_in_threadpool(imports.declare_labels, target, archive.declared)
+            target.declared = archive.declared
             report = imports.Report()
             for entry in [*entries, *archive.stray]:
                 await imports.import_entry(target, archive, entry, report)
@@ -158,7 +173,17 @@ async def _receive(part: FilePart, spool: IO[bytes], limit: int) -> None:
         await anyio.to_thread.run_sync(spool.write, chunk)
 
 
-def _open(spool: IO[bytes], limit: int) -> Archive:
+def _open(spool: IO[bytes], limit: int, most: int) -> Archive:
+    # The count of entries the zip's end declares, read before ZipFile
+    # reads its whole central directory into memory (some 500 bytes an
+    # entry). The standard library's own reader of that record; a zip it
+    # cannot find the record of is no zip to ZipFile either.
+    end = zipfile._EndRecData(spool)  # type: ignore[attr-defined]
+    if end is not None and end[zipfile._ECD_ENTRIES_TOTAL] > most:  # type: ignore[attr-defined]
+        raise PayloadTooLarge(
+            f"The zip holds {end[zipfile._ECD_ENTRIES_TOTAL]} entries; "  # type: ignore[attr-defined]
+            f"at most {most} are imported at once."
+        )
     spool.seek(0)
     try:
         return Archive(zip=zipfile.ZipFile(spool), limit=limit)  # noqa: SIM115 - closed by caller

@@ -84,7 +84,13 @@ def export(fmt: Format, plan: Plan, tally: Tally | None = None) -> Iterator[byte
         Format.SPACY_NER: _spacy,
         Format.COCO: _coco,
     }[fmt]
-    yield from _batched(chain(writer(stream, plan, tally), stream.close()))
+    try:
+        yield from _batched(chain(writer(stream, plan, tally), stream.close()))
+    except GeneratorExit:
+        # The client went away: the zip is dropped, not finished (finishing
+        # writes its whole central directory, for no one).
+        stream.abort()
+        raise
 
 
 def _batched(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -225,13 +231,15 @@ def _folders(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
         labels = list(dict.fromkeys(safe_part(label, "_") for label, _ in record.annotations))
         text_file = record.file_key is None
         split = _split_of(record)
+        # One name in all its label folders (unique in the split), by which
+        # an import makes them one item again.
+        name = names.of(split, record, text_file)
         wrote = False
         for label in labels or [UNLABELLED]:
             content = _content(record, text_file)
             if content is None:
                 break
-            folder = f"{split}/{label}"
-            path = f"{folder}/{names.of(folder, record, text_file)}"
+            path = f"{split}/{label}/{name}"
             yield from stream.add(path, content.chunks, content.compress, content.size)
             wrote = True
         _count(tally, wrote)
@@ -358,9 +366,16 @@ def _yolo(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
         return [(f"labels/{split}/{stem}.txt", ("\n".join(lines) + "\n").encode())]
 
     yield from _box_items(stream, plan, tally, on_image)
-    described: dict[str, Any] = {"path": "."}
+    folders: dict[str, list[str]] = {}
     for split in splits:
-        described.setdefault(YOLO_KEYS.get(split.lower(), split), f"images/{split}")
+        key = YOLO_KEYS.get(split.lower(), split)
+        # A split named as one of the file's own keys keeps its name apart.
+        key = f"{key}_split" if key in ("path", "names") else key
+        folders.setdefault(key, []).append(f"images/{split}")
+    described: dict[str, Any] = {"path": "."}
+    # Ultralytics reads a list of folders where a key has several (a
+    # `valid` and a `val` split).
+    described.update((key, dirs[0] if len(dirs) == 1 else dirs) for key, dirs in folders.items())
     described["names"] = dict(enumerate(plan.labels))
     body = yaml.safe_dump(described, sort_keys=False, allow_unicode=True).encode()
     yield from stream.add("data.yaml", [body], compress=True, size=len(body))

@@ -14,7 +14,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -33,6 +35,9 @@ RATIO_FLOOR = 1024 * 1024
 # Slack for boxes written with rounding, in pixels and in YOLO's units.
 PIXEL_SLACK = 0.5
 UNIT_SLACK = 1e-4
+# The files that list the entries (a CSV, spaCy's or COCO's JSON) are read
+# whole: no larger than this.
+MAX_TABLE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -41,10 +46,13 @@ class Entry:
     name: str
     member: zipfile.ZipInfo | None = None
     text: str = ""
-    split: str = ""
+    splits: list[str] = field(default_factory=list)
     # (label name, coordinates as the API stores them: "" for the item)
     annotations: list[tuple[str, str]] = field(default_factory=list)
     refused: str = ""
+    # The member is a text file whose content is the item's text, with no
+    # file: how `folders` holds a text item.
+    text_only: bool = False
 
 
 @dataclass
@@ -73,6 +81,10 @@ def read(fmt: Format, archive: Archive) -> Iterator[Entry]:
 
 def invalid(detail: str) -> ValidationFailed:
     return ValidationFailed([{"loc": ["body", "file"], "msg": detail}], detail=detail)
+
+
+def _split_list(name: str) -> list[str]:
+    return [] if not name or name == UNSPLIT else [name]
 
 
 # --- members ----------------------------------------------------------------
@@ -112,9 +124,14 @@ def _files(archive: Archive) -> Iterator[zipfile.ZipInfo | Entry]:
 
 def _read_small(archive: Archive, info: zipfile.ZipInfo) -> bytes:
     reason = unsafe(info, archive.limit)
+    if not reason and info.file_size > MAX_TABLE_BYTES:
+        reason = f"{info.file_size} bytes, over the limit of {MAX_TABLE_BYTES} for a table"
     if reason:
         raise invalid(f"{info.filename}: {reason}")
-    return archive.zip.read(info)
+    try:
+        return archive.zip.read(info)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise invalid(f"{info.filename}: cannot be read ({error})") from None
 
 
 def _stem(name: str) -> str:
@@ -141,11 +158,13 @@ def _folders(archive: Archive) -> Iterator[Entry]:
             split, label = parts[0], parts[1]
         elif len(parts) == 2:
             label = parts[0]
-        split = "" if split == UNSPLIT else split
         key = (split, parts[-1], found.CRC, found.file_size)
         entry = items.get(key)
         if entry is None:
-            entry = items[key] = Entry(found.filename, _stem(parts[-1]), found, split=split)
+            entry = Entry(found.filename, _stem(parts[-1]), found, splits=_split_list(split))
+            # A text item is exported as its text in a .txt file.
+            entry.text_only = parts[-1].lower().endswith(".txt")
+            items[key] = entry
         if label and label != UNLABELLED:
             entry.annotations.append((label, ""))
     yield from items.values()
@@ -181,7 +200,11 @@ def _csv(archive: Archive) -> Iterator[Entry]:
             where=where,
             name=(row.get(columns.get("name", "")) or "").strip() or _stem(path),
             text=row.get(columns.get("text", "")) or "",
-            split=(row.get(columns.get("split", "")) or "").split(SEPARATOR)[0].strip(),
+            splits=[
+                split.strip()
+                for split in (row.get(columns.get("split", "")) or "").split(SEPARATOR)
+                if split.strip()
+            ],
         )
         if label_column:
             labels = (row.get(label_column) or "").split(SEPARATOR)
@@ -229,7 +252,6 @@ def _spacy(archive: Archive) -> Iterator[Entry]:
             continue
         used.add(name)
         split = _stem(name)
-        split = "" if split == UNSPLIT else split
         data = _read_small(archive, info).decode("utf-8-sig", "replace")
         try:
             if name.lower().endswith(".jsonl"):
@@ -241,14 +263,19 @@ def _spacy(archive: Archive) -> Iterator[Entry]:
         if not isinstance(examples, list):
             raise invalid(f"{name}: not a list of [text, annotations]")
         for index, example in enumerate(examples):
-            yield _spacy_entry(f"{name}, example {index}", split, index, example)
+            where = f"{name}, example {index}"
+            try:
+                yield _spacy_entry(where, split, index, example)
+            except (AttributeError, TypeError, ValueError) as error:
+                yield Entry(where, "", refused=f"not spaCy's training data: {error}")
     if not used:
         raise invalid("the zip holds no .json or .jsonl of spaCy training data")
     _stray(archive, used)
 
 
 def _spacy_entry(where: str, split: str, index: int, example: Any) -> Entry:
-    entry = Entry(where=where, name=f"{split or 'item'}-{index + 1}", split=split)
+    splits = _split_list(split)
+    entry = Entry(where=where, name=f"{splits[0] if splits else 'item'}-{index + 1}", splits=splits)
     if isinstance(example, dict):  # JSONL: {"text": ..., "entities": [...]}
         text, annotations = example.get("text"), example
     elif isinstance(example, list) and len(example) == 2 and isinstance(example[1], dict):
@@ -260,7 +287,11 @@ def _spacy_entry(where: str, split: str, index: int, example: Any) -> Entry:
         entry.refused = "no text"
         return entry
     entry.text = text
-    for span in annotations.get("entities") or []:
+    entities, cats = annotations.get("entities") or [], annotations.get("cats") or {}
+    if not isinstance(entities, list) or not isinstance(cats, dict):
+        entry.refused = "`entities` must be a list and `cats` a map"
+        return entry
+    for span in entities:
         if not (isinstance(span, list | tuple) and len(span) == 3):
             entry.refused = f"an entity that is not [start, end, label]: {span!r}"
             return entry
@@ -268,8 +299,11 @@ def _spacy_entry(where: str, split: str, index: int, example: Any) -> Entry:
         if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
             entry.refused = f"an entity outside the text: {span!r}"
             return entry
-        entry.annotations.append((str(label), json.dumps({"start": start, "end": end})))
-    for label, score in (annotations.get("cats") or {}).items():
+        if not isinstance(label, str) or not label:
+            entry.refused = f"an entity without a label name: {span!r}"
+            return entry
+        entry.annotations.append((label, json.dumps({"start": start, "end": end})))
+    for label, score in cats.items():
         if score:
             entry.annotations.append((str(label), ""))
     return entry
@@ -307,8 +341,8 @@ def _yolo(archive: Archive) -> Iterator[Entry]:
         if parts[0] != "images" or len(parts) not in (2, 3):
             continue
         used.add(found.filename)
-        split = parts[1] if len(parts) == 3 and parts[1] != UNSPLIT else ""
-        entry = Entry(found.filename, _stem(parts[-1]), found, split=split)
+        split = parts[1] if len(parts) == 3 else ""
+        entry = Entry(found.filename, _stem(parts[-1]), found, splits=_split_list(split))
         label_path = "/".join(["labels", *parts[1:-1], _stem(parts[-1]) + ".txt"])
         try:
             label_info = archive.zip.getinfo(label_path)
@@ -317,7 +351,7 @@ def _yolo(archive: Archive) -> Iterator[Entry]:
             continue
         used.add(label_path)
         entry.refused = unsafe(label_info, archive.limit) or _yolo_boxes(
-            archive, entry, archive.zip.read(label_info).decode("utf-8", "replace"), classes
+            archive, entry, _read_small(archive, label_info).decode("utf-8", "replace"), classes
         )
         yield entry
     _stray(archive, used)
@@ -337,6 +371,8 @@ def _yolo_boxes(archive: Archive, entry: Entry, lines: str, classes: dict[int, s
             index, (cx, cy, w, h) = int(fields[0]), (float(value) for value in fields[1:])
         except ValueError:
             return f"label line {number}: not `class x_center y_center width height`"
+        if not all(math.isfinite(value) for value in (cx, cy, w, h)):
+            return f"label line {number}: a box outside the image"
         if index not in classes:
             return f"label line {number}: class {index} is not in data.yaml's names"
         low, high = -UNIT_SLACK, 1 + UNIT_SLACK
@@ -383,22 +419,36 @@ def _coco(archive: Archive) -> Iterator[Entry]:
         if not isinstance(document, dict) or not isinstance(document.get("images"), list):
             raise invalid(f"{info.filename}: not COCO (no `images` list)")
         documents.append((info.filename, document))
-        for category in document.get("categories") or []:
-            if category.get("name") not in archive.declared:
-                archive.declared.append(str(category.get("name")))
+        categories = document.get("categories") or []
+        if not isinstance(categories, list) or not all(isinstance(c, dict) for c in categories):
+            raise invalid(f"{info.filename}: `categories` must be a list of objects")
+        for category in categories:
+            name = category.get("name")
+            if isinstance(name, str) and name and name not in archive.declared:
+                archive.declared.append(name)
     for table, document in documents:
         stem = _stem(table)
         split = stem.removeprefix("instances_") if stem.startswith("instances_") else stem
-        split = "" if split == UNSPLIT else split
-        categories = {c.get("id"): str(c.get("name")) for c in document.get("categories") or []}
-        boxes: dict[Any, list[dict[str, Any]]] = {}
+        categories = {
+            c.get("id"): c["name"]
+            for c in document.get("categories") or []
+            if isinstance(c.get("name"), str) and c["name"]
+        }
+        boxes: dict[Any, list[Any]] = {}
         for annotation in document.get("annotations") or []:
-            boxes.setdefault(annotation.get("image_id"), []).append(annotation)
-        for image in document["images"]:
+            if isinstance(annotation, dict):
+                boxes.setdefault(annotation.get("image_id"), []).append(annotation)
+        for number, image in enumerate(document["images"]):
+            if not isinstance(image, dict):
+                yield Entry(f"{table}, image {number}", "", refused="not an object")
+                continue
             entry = _coco_entry(archive, table, split, image, boxes.get(image.get("id"), []))
             if entry.member is not None:
                 used.add(entry.member.filename)
-            entry.refused = entry.refused or _coco_boxes(entry, image, categories)
+            try:
+                entry.refused = entry.refused or _coco_boxes(entry, image, categories)
+            except (TypeError, ValueError) as error:
+                entry.refused = f"an annotation that is not COCO's: {error}"
             yield entry
     _stray(archive, used)
 
@@ -407,7 +457,11 @@ def _coco_entry(
     archive: Archive, table: str, split: str, image: Any, boxes: list[dict[str, Any]]
 ) -> Entry:
     file_name = str(image.get("file_name") or "")
-    entry = Entry(f"{table}, image {file_name or image.get('id')}", _stem(file_name), split=split)
+    entry = Entry(
+        f"{table}, image {file_name or image.get('id')}",
+        _stem(file_name),
+        splits=_split_list(split),
+    )
     entry.name = str(image.get("item_name") or entry.name)
     image["_boxes"] = boxes
     folder = f"images/{split}" if split else "images"
@@ -432,6 +486,8 @@ def _coco_boxes(entry: Entry, image: Any, categories: dict[Any, str]) -> str:
         if not (isinstance(bbox, list) and len(bbox) == 4):
             return f"annotation {annotation.get('id')}: a bbox that is not [x, y, width, height]"
         x, y, w, h = (float(value) for value in bbox)
+        if not all(math.isfinite(value) for value in (x, y, w, h)):
+            return f"annotation {annotation.get('id')}: a box outside the image"
         if w <= 0 or h <= 0 or x < -PIXEL_SLACK or y < -PIXEL_SLACK:
             return f"annotation {annotation.get('id')}: a box outside the image"
         if x + w > width + PIXEL_SLACK or y + h > height + PIXEL_SLACK:

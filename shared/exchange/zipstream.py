@@ -12,9 +12,9 @@ from __future__ import annotations
 import io
 import pickle
 import tempfile
-import time
 import zipfile
 from collections.abc import Iterable, Iterator
+from typing import IO
 
 # What the sink holds in memory before it spills to disk: more than a file's
 # chunk, less than the central directory of 100,000 entries (7 MB), which
@@ -27,12 +27,15 @@ class _Sink(io.RawIOBase):
     def __init__(self) -> None:
         self._buffer = tempfile.SpooledTemporaryFile(max_size=SPILL)  # noqa: SIM115
         self._offset = 0
+        # Dropped: what an entry left open writes as it is collected is lost.
+        self.dropped = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        self._buffer.write(data)
+        if not self.dropped:
+            self._buffer.write(data)
         self._offset += len(data)
         return len(data)
 
@@ -63,6 +66,8 @@ class _SpooledInfos:
         self._count = 0
 
     def append(self, info: zipfile.ZipInfo) -> None:
+        if self._file.closed:
+            return  # the zip was dropped
         pickle.dump(info, self._file, protocol=pickle.HIGHEST_PROTOCOL)
         self._count += 1
 
@@ -83,8 +88,11 @@ class ZipStream:
         self._sink = _Sink()
         self._zip = zipfile.ZipFile(self._sink, "w", allowZip64=True)  # noqa: SIM115
         self._infos = _SpooledInfos()
+        self._open: IO[bytes] | None = None
         self._zip.filelist = self._infos  # type: ignore[assignment]
-        self._when = time.localtime()[:6]
+        # Every entry dated 1980-01-01, the zip format's first day: the same
+        # items give the same bytes, whenever exported.
+        self._when = (1980, 1, 1, 0, 0, 0)
 
     def add(
         self, name: str, chunks: Iterable[bytes], compress: bool, size: int | None = None
@@ -96,13 +104,27 @@ class ZipStream:
         if size is not None:
             info.file_size = size
         with self._zip.open(info, "w", force_zip64=size is None) as out:
+            self._open = out
             for chunk in chunks:
                 out.write(chunk)
                 yield from self._sink.drain()
         # Its name is kept only to warn of a second entry of that name,
         # which the formats' writers never make.
+        self._open = None
         self._zip.NameToInfo.clear()
         yield from self._sink.drain()
+
+    def abort(self) -> None:
+        """Drop the zip unfinished: ZipFile writes its end when closed (or
+        collected) unless it has no file any more."""
+        self._sink.dropped = True
+        self._infos.close()
+        if self._open is not None:
+            # Its end written to nowhere; closed again when its generator is
+            # collected, it does nothing.
+            self._open.close()
+        self._zip.fp = None
+        self._sink.close()
 
     def close(self) -> Iterator[bytes]:
         try:

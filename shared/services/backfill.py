@@ -20,7 +20,7 @@ from sqlalchemy import exists, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
-from shared.errors import NotFound
+from shared.errors import NotFound, ValidationFailed
 from shared.models import (
     DatasetItem,
     DatasetSplit,
@@ -68,11 +68,16 @@ def run(
     post_processor_id: uuid.UUID,
     chosen: Filter,
     limit: int | None = None,
-    cursor: Cursor | None = None,
+    after: str = "",
 ) -> Run:
-    """Jobs for the filter's items after `cursor` (read from the `next` of
-    an earlier call), at most `limit` items looked at (None: all), batch by
-    batch, each committed before the next."""
+    """Jobs for the filter's items after `after` (the `next` of an earlier
+    call), at most `limit` items looked at (None: all), batch by batch,
+    each committed before the next."""
+    with session_scope() as session:
+        # Another's post-processor is not found before a bad `after` is
+        # told: nothing of it is answered.
+        _checked(session, user_id, dataset_id, post_processor_id, chosen)
+    cursor = read_cursor(after)
     outcome = Run()
     seen = 0
     while limit is None or seen < limit:
@@ -211,7 +216,12 @@ def read_cursor(after: str) -> Cursor | None:
     if not after:
         return None
     moment, _, item_id = after.partition("/")
-    return datetime.fromisoformat(moment), uuid.UUID(item_id)
+    try:
+        return datetime.fromisoformat(moment), uuid.UUID(item_id)
+    except ValueError:
+        raise ValidationFailed(
+            [{"loc": ["body", "after"], "msg": "not a `next` this route answered"}]
+        ) from None
 
 
 def _write_cursor(cursor: Cursor | None) -> str:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import uuid
 import zipfile
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio.to_thread
+from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import filekinds
@@ -54,36 +57,49 @@ class Target:
     # those whose transaction committed.
     splits: dict[str, uuid.UUID] = field(default_factory=dict)
     labels: dict[str, uuid.UUID] = field(default_factory=dict)
+    # The labels the archive declares, made in their order with the first
+    # entry that commits (none, if every entry is refused).
+    declared: list[str] = field(default_factory=list)
+    # The members entries took their file from: one file makes one item,
+    # however many rows of a CSV or images of a COCO file name it.
+    used: dict[str, str] = field(default_factory=dict)
 
 
-def declare_labels(target: Target, names: list[str]) -> None:
-    """The labels an archive declares, made in its order where missing."""
-    with session_scope() as session:
-        _lock(session, target)
-        made: dict[str, uuid.UUID] = {}
-        for name in names:
-            _label(session, target, name, made)
-    target.labels.update(made)
+# A member that cannot be read whole (a bad CRC, cut short), a value the
+# database refuses (a NUL in a name), one the API's schema refuses.
+_UNREADABLE = (zipfile.BadZipFile, EOFError, zlib.error)
 
 
 async def import_entry(target: Target, archive: Archive, entry: Entry, report: Report) -> None:
-    if entry.refused:
-        report.refused.append(Refusal(entry.where, entry.refused))
+    reason = entry.refused or _reused(target, entry)
+    if reason:
+        report.refused.append(Refusal(entry.where, reason))
         return
     staged = None
     try:
         kind = None
         text = entry.text
-        if entry.member is not None:
+        if entry.member is not None and entry.text_only:
+            if entry.member.file_size > TEXT_BYTES:
+                raise AppError(f"a text of {entry.member.file_size} bytes, over {TEXT_BYTES}")
+            text = await anyio.to_thread.run_sync(_text_of, archive.zip, entry.member)
+        elif entry.member is not None:
             staged = await get_storage().stage(_chunks(archive.zip, entry.member), archive.limit)
             kind = filekinds.detect(staged.head)
             if kind.family == "text" and not text and staged.size <= TEXT_BYTES:
                 text = await anyio.to_thread.run_sync(_text_of, archive.zip, entry.member)
-        await anyio.to_thread.run_sync(_store, target, entry, text, staged, kind)
-    except AppError as error:
+        try:
+            await anyio.to_thread.run_sync(_store, target, entry, text, staged, kind)
+        except IntegrityError:
+            # A split or label known to this import was deleted meanwhile:
+            # looked up again, once.
+            target.splits.clear()
+            target.labels.clear()
+            await anyio.to_thread.run_sync(_store, target, entry, text, staged, kind)
+    except (AppError, ValidationError, DataError, IntegrityError, *_UNREADABLE) as error:
         if staged is not None:
             await anyio.to_thread.run_sync(files.remove_now_or_later, staged.key)
-        report.refused.append(Refusal(entry.where, error.detail))
+        report.refused.append(Refusal(entry.where, _reason(error)))
         return
     except BaseException:
         if staged is not None:
@@ -91,6 +107,25 @@ async def import_entry(target: Target, archive: Archive, entry: Entry, report: R
                 await anyio.to_thread.run_sync(files.remove_now_or_later, staged.key)
         raise
     report.imported += 1
+    if entry.member is not None:
+        target.used[entry.member.filename] = entry.where
+
+
+def _reused(target: Target, entry: Entry) -> str:
+    if entry.member is None or entry.member.filename not in target.used:
+        return ""
+    first = target.used[entry.member.filename]
+    return f"the file {entry.member.filename!r} is imported already, by {first}"
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, AppError):
+        return error.detail
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    if isinstance(error, DataError | IntegrityError):
+        return "a value the database refuses (a NUL character, say)"
+    return f"cannot be read from the zip ({error})"
 
 
 async def _chunks(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> AsyncIterator[bytes]:
@@ -112,9 +147,9 @@ def _store(
     made_labels: dict[str, uuid.UUID] = {}
     with session_scope() as session:
         _lock(session, target)
-        splits = []
-        if entry.split:
-            splits = [SplitRef(id=_split(session, target, entry.split, made_splits))]
+        for name in target.declared:
+            _label(session, target, name, made_labels)
+        splits = [SplitRef(id=_split(session, target, name, made_splits)) for name in entry.splits]
         # The splits given, even none: an imported item is where the
         # archive puts it, not in the version's default split.
         body = ItemCreate(name=entry.name, text=text, splits=splits)
@@ -149,6 +184,7 @@ def _store(
             )
     target.splits.update(made_splits)
     target.labels.update(made_labels)
+    target.declared = []
 
 
 def _lock(session: Session, target: Target) -> None:

@@ -308,3 +308,115 @@ def test_an_empty_version_exports_an_empty_zip(client, fmt):
 
     assert archive.testzip() is None
     assert all(name.endswith((".csv", ".json")) for name in archive.namelist())
+
+
+def zip_of(members: dict[str, bytes | str]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def refusals(report):
+    return {refusal["entry"]: refusal["reason"] for refusal in report["refused"]}
+
+
+def test_items_of_one_name_and_several_labels_and_splits_come_back_apart(client):
+    source = make_dataset(client, content_type="text", multi_label=True, default_splits=True)
+    splits, labels = split_ids(source), labels_of(client, source, "cat", "dog")
+    add_item(client, source, "x", file=png("red"), split=splits["train"],
+             annotations=[(labels["cat"], "")])  # fmt: skip
+    add_item(client, source, "x", file=png("green"), split=splits["train"],
+             annotations=[(labels["cat"], ""), (labels["dog"], "")])  # fmt: skip
+    add_item(client, source, "note", text="a text item", split=splits["valid"])
+
+    # The second x is x-{its id} in the zip: compared without names.
+    report, archive = round_trip(client, source, "folders", content_type="text", names=False)
+    assert report["imported"] == 3
+    assert len([name for name in archive.namelist() if "/x" in name]) == 3
+    target = make_dataset(client, content_type="text")
+    ok(upload_zip(client, target, "folders", download(client, source, "folders")))
+    [note] = [i for i in ok(client.get(version_path(target) + "/items")) if i["name"] == "note"]
+    assert (note["text"], note["extension"]) == ("a text item", "")  # a text item, no file
+
+
+def test_csv_keeps_several_splits(client):
+    source = make_dataset(client, content_type="text", default_splits=True)
+    splits = split_ids(source)
+    item = add_item(client, source, "both", text="in two splits", split=splits["train"])
+    body = {"name": "both", "text": "in two splits",
+            "splits": [{"id": splits["train"]}, {"id": splits["test"]}]}  # fmt: skip
+    ok(client.put(f"{version_path(source)}/items/{item['id']}", json=body))
+
+    round_trip(client, source, "csv", content_type="text")
+
+
+def test_malformed_entries_are_refused_and_the_rest_imported(client):
+    target = make_dataset(client, content_type="text")
+    rows = "name,file,labels\none,a.png,cat\ntwo,a.png,cat\n"
+    report = ok(
+        upload_zip(client, target, "csv", zip_of({"dataset.csv": rows, "a.png": png("red")}))
+    )
+    assert report["imported"] == 1
+    assert "imported already" in refusals(report)["dataset.csv, line 3"]
+
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48},
+                   {"id": 2, "file_name": "b.png", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": ["a", 0, 1, 1]},
+                        {"id": 2, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}],
+        "categories": [{"id": 1, "name": "car"}, {"id": 2}],
+    }  # fmt: skip
+    members = {"annotations/instances_train.json": json.dumps(coco)}
+    members |= {"images/train/a.png": png("red"), "images/train/b.png": png("blue")}
+    report = ok(upload_zip(client, make_dataset(client), "coco", zip_of(members)))
+    assert report["imported"] == 1 and len(report["refused"]) == 1
+    assert [label["name"] for label in report["labels"]] == ["car"]
+
+    spacy = [["fine", {"entities": []}], ["bad", {"cats": ["x"]}], ["nul\x00", {}]]
+    report = ok(upload_zip(client, make_dataset(client), "spacy-ner",
+                           zip_of({"train.json": json.dumps(spacy)})))  # fmt: skip
+    assert report["imported"] == 1 and len(report["refused"]) == 2
+
+    yolo = {"data.yaml": "names: [cat]\n", "images/a.png": png("red"),
+            "labels/a.txt": "0 nan nan nan nan\n"}  # fmt: skip
+    dataset = make_dataset(client)
+    report = ok(upload_zip(client, dataset, "yolo", zip_of(yolo)))
+    assert report["imported"] == 0 and "outside the image" in refusals(report)["images/a.png"]
+    # Nothing was imported: not even the labels the archive declares.
+    assert report["labels"] == []
+
+
+def test_a_corrupt_member_is_refused_and_the_others_imported(client):
+    data = bytearray(zip_of({"a/one.png": png("red"), "a/two.png": png("green")}))
+    # A byte of the second member's data flipped: its CRC no longer matches.
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("a/two.png")
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + 5] ^= 0xFF
+
+    report = ok(upload_zip(client, make_dataset(client), "folders", bytes(data)))
+
+    assert report["imported"] == 1
+    assert "cannot be read" in refusals(report)["a/two.png"]
+
+
+def test_a_zip_declaring_too_many_entries_is_refused_before_reading_them(client, monkeypatch):
+    from shared.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "max_import_entries", 2)
+    data = zip_of({f"{n}.txt": "x" for n in range(3)})
+
+    problem(upload_zip(client, make_dataset(client), "folders", data), 413)
+
+
+def test_an_export_dropped_midway_leaves_no_error():
+    from shared.exchange.zipstream import ZipStream
+
+    stream = ZipStream()
+    entry = stream.add("big.bin", iter([b"x" * 1000] * 10), compress=False)
+    next(entry)
+    stream.abort()
+    del entry  # collected mid-entry, as a generator of a client gone away
+    import gc
+
+    gc.collect()

@@ -63,9 +63,9 @@ NOT_SWEPT: dict[tuple[str, str], str] = {
 # The kinds of row that a path parameter, query parameter or body field names.
 KINDS = ("dataset", "version", "split", "label", "item", "annotation", "post_processor", "job")
 # Path parameters that name what every user shares, not anyone's rows: the
-# operator's providers. Filled in as they are; the caller's own key for one
-# is the caller's own data.
-SHARED = {"provider": "openai"}
+# operator's providers, an import's format. Filled in as they are; the
+# caller's own key for a provider is the caller's own data.
+SHARED = {"provider": "openai", "format": "folders"}
 METHODS = ("get", "put", "post", "delete", "patch")
 WRITES = ("put", "post", "patch")
 
@@ -209,12 +209,14 @@ class Requests:
         if "anyOf" in schema:
             given = [s for s in schema["anyOf"] if s.get("type") != "null" and "const" not in s]
             return self.sample(given[0], name, refs)
+        # One of a list of words names no row, whatever its field's name
+        # (a backfill's `items`: "all" or "without_completed").
+        if "enum" in schema:
+            return schema["enum"][0]
         kind, type_ = kind_of(name), schema.get("type")
         if schema.get("format") == "uuid" or (kind and type_ == "string"):
             assert kind, f"no kind of row is known for the field {name!r}: add it to KINDS"
             return refs[kind]
-        if "enum" in schema:
-            return schema["enum"][0]
         if "const" in schema:
             return schema["const"]
         if schema.get("format") == "date-time":
