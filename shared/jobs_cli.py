@@ -154,22 +154,26 @@ def run_post_processor(client: httpx.Client, args: argparse.Namespace) -> int:
     }
     body = {name: value for name, value in chosen.items() if value is not None}
     created = skipped = 0
-    with tqdm(unit="item", file=sys.stderr) as bar:
+    bar = None  # made with the first page, which tells how many items there are
+    try:
         while True:
             answer = client.post(path, json=body)
             if answer.is_error:
-                bar.close()
                 print(f"itemflow jobs run: {problem_line(answer)}", file=sys.stderr)
                 return 1
             page = answer.json()
             created += page["created"]
             skipped += page["skipped"]
             looked_at = page["created"] + page["skipped"]
-            bar.total = bar.n + looked_at + page["remaining"]
+            if bar is None:
+                bar = tqdm(total=looked_at + page["remaining"], unit="item", file=sys.stderr)
             bar.update(looked_at)
             if not page["next"]:
                 break
             body["after"] = page["next"]
+    finally:
+        if bar is not None:
+            bar.close()
     print(f"created {created}, skipped {skipped}")
     if skipped:
         print(
