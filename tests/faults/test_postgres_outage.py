@@ -445,6 +445,7 @@ def test_postgres_outage_answers_503_everywhere_and_recovers_without_restarts(
         "post_processor_id": quick["id"],
         "job_id": baseline_job["id"],
         "provider": "openai",
+        "format": "folders",
     }
     # A job running when the database goes away: its model finishes in the
     # outage and its result cannot be written.
