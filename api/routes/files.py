@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import anyio
 from PIL import Image, ImageOps
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -29,14 +28,14 @@ from api.http import (
 )
 from api.multipart import FilePart
 from api.routes.items import ITEM
-from shared import filekinds
 from shared.db import session_scope
 from shared.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
+from shared.filekinds import FileKind
 from shared.schemas import ItemPublic
 from shared.services import files, items
 from shared.services.scope import get_item
 from shared.settings import get_settings
-from shared.storage import get_storage, read_chunks
+from shared.storage import StagedFile, get_storage, read_chunks
 
 THUMBNAIL_SIZE = 256
 # Decoding happens in the API process: refuse images whose pixels alone
@@ -75,31 +74,21 @@ async def upload(request: Request) -> Response:
         raise PayloadTooLarge(f"The file is larger than the limit of {limit} bytes.")
 
     part = FilePart(request.headers.get("content-type", ""), request.stream())
-    storage = get_storage()
-    staged = await storage.stage(part.chunks(), limit)
-    try:
-        kind = filekinds.detect(staged.head)
 
-        def attach() -> dict[str, object]:
-            with session_scope() as session:
-                item = items.attach_file(
-                    session,
-                    user_id,
-                    **ids,
-                    staged=staged,
-                    kind=kind,
-                    file_name=part.file_name or f"{ids['item_id']}.{kind.extension}",
-                    if_match=expected_version,
-                )
-                return public(ItemPublic, item)
+    def attach(staged: StagedFile, kind: FileKind) -> dict[str, object]:
+        with session_scope() as session:
+            item = items.attach_file(
+                session,
+                user_id,
+                **ids,
+                staged=staged,
+                kind=kind,
+                file_name=part.file_name or f"{ids['item_id']}.{kind.extension}",
+                if_match=expected_version,
+            )
+            return public(ItemPublic, item)
 
-        data = await run_in_threadpool(attach)
-    except BaseException:
-        # Shielded: a request cut off here must still not leave the file.
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(files.remove_now_or_later, staged.key)
-        raise
-    return json_response(data)
+    return json_response(await files.attach_staged(part.chunks(), limit, attach))
 
 
 @declare(Declaration(FILE, query=(THUMBNAIL,), errors=(304, 415)))

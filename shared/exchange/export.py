@@ -63,19 +63,14 @@ class Plan:
     labels: list[str]
     boxes: bool
 
-
-@dataclass
-class Tally:
-    """Items an export left out: no file and no text, a file missing from
-    storage, or nothing the format can hold (an item without text in
-    spacy-ner, without an image in yolo or coco)."""
-
-    left_out: int = 0
-    written: int = 0
+    def items(self) -> Iterator[Record]:
+        return records(self.version_id, self.split_id, self.split_name)
 
 
-def export(fmt: Format, plan: Plan, tally: Tally | None = None) -> Iterator[bytes]:
-    tally = tally or Tally()
+def export(fmt: Format, plan: Plan) -> Iterator[bytes]:
+    """The zip's bytes. Items a format cannot hold are left out: no file and
+    no text, a file missing from storage, an item without text in
+    spacy-ner or without a readable image in yolo and coco."""
     stream = ZipStream()
     writer = {
         Format.FOLDERS: _folders,
@@ -85,7 +80,7 @@ def export(fmt: Format, plan: Plan, tally: Tally | None = None) -> Iterator[byte
         Format.COCO: _coco,
     }[fmt]
     try:
-        yield from _batched(chain(writer(stream, plan, tally), stream.close()))
+        yield from _batched(chain(writer(stream, plan), stream.close()))
     except GeneratorExit:
         # The client went away: the zip is dropped, not finished (finishing
         # writes its whole central directory, for no one).
@@ -225,27 +220,24 @@ def _read_back(spool: IO[bytes], before: bytes = b"", after: bytes = b"") -> Ite
 # --- the formats ------------------------------------------------------------
 
 
-def _folders(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
+def _folders(stream: ZipStream, plan: Plan) -> Iterator[bytes]:
     names = Names()
-    for record in records(plan.version_id, plan.split_id, plan.split_name):
+    for record in plan.items():
         labels = list(dict.fromkeys(safe_part(label, "_") for label, _ in record.annotations))
         text_file = record.file_key is None
         split = _split_of(record)
         # One name in all its label folders (unique in the split), by which
         # an import makes them one item again.
         name = names.of(split, record, text_file)
-        wrote = False
         for label in labels or [UNLABELLED]:
             content = _content(record, text_file)
             if content is None:
                 break
             path = f"{split}/{label}/{name}"
             yield from stream.add(path, content.chunks, content.compress, content.size)
-            wrote = True
-        _count(tally, wrote)
 
 
-def _csv(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
+def _csv(stream: ZipStream, plan: Plan) -> Iterator[bytes]:
     names = Names()
     with ExitStack() as stack:
         spool = stack.enter_context(_spool())
@@ -253,17 +245,15 @@ def _csv(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
         stack.callback(text.detach)
         rows = csv.writer(text)
         rows.writerow(CSV_COLUMNS)
-        for record in records(plan.version_id, plan.split_id, plan.split_name):
+        for record in plan.items():
             file_path = ""
             if record.file_key is not None:
                 content = _content(record)
                 if content is None:
-                    _count(tally, False)
                     continue
                 file_path = f"files/{names.of('files', record)}"
                 yield from stream.add(file_path, content.chunks, content.compress, content.size)
             elif not record.text:
-                _count(tally, False)
                 continue
             labels = dict.fromkeys(label for label, _ in record.annotations)
             rows.writerow(
@@ -275,17 +265,15 @@ def _csv(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
                     SEPARATOR.join(labels),
                 ]
             )
-            _count(tally, True)
         text.flush()
         yield from stream.add(CSV_NAME, _read_back(spool), compress=True)
 
 
-def _spacy(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
+def _spacy(stream: ZipStream, plan: Plan) -> Iterator[bytes]:
     with ExitStack() as stack:
         spools: dict[str, IO[bytes]] = {}
-        for record in records(plan.version_id, plan.split_id, plan.split_name):
+        for record in plan.items():
             if not record.text:
-                _count(tally, False)
                 continue
             entities, cats = [], {}
             for label, coordinates in record.annotations:
@@ -299,13 +287,9 @@ def _spacy(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
             if cats:
                 annotations["cats"] = cats
             split = _split_of(record)
-            spool = spools.get(split)
-            if spool is None:
-                spool = spools[split] = stack.enter_context(_spool())
-            else:
-                spool.write(b",\n")
-            spool.write(json.dumps([record.text, annotations], ensure_ascii=False).encode())
-            _count(tally, True)
+            if split not in spools:
+                spools[split] = stack.enter_context(_spool())
+            _append(spools[split], [record.text, annotations])
         for split, spool in spools.items():
             yield from stream.add(f"{split}.json", _read_back(spool, b"[\n", b"\n]\n"), True)
 
@@ -313,17 +297,16 @@ def _spacy(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
 OnImage = Callable[[str, str, Record, tuple[int, int]], list[tuple[str, bytes]]]
 
 
-def _box_items(stream: ZipStream, plan: Plan, tally: Tally, on_image: OnImage) -> Iterator[bytes]:
+def _box_items(stream: ZipStream, plan: Plan, on_image: OnImage) -> Iterator[bytes]:
     """The image items' files under images/{split}/, each then handed with
     its size to `on_image`, and the entries it answers written after it;
     the rest left out."""
     names = Names()
-    for record in records(plan.version_id, plan.split_id, plan.split_name):
+    for record in plan.items():
         content = None
         if record.file_key is not None and record.media_type.startswith("image/"):
             content = _content(record)
         if content is None:
-            _count(tally, False)
             continue
         split = _split_of(record)
         folder = f"images/{split}"
@@ -331,14 +314,12 @@ def _box_items(stream: ZipStream, plan: Plan, tally: Tally, on_image: OnImage) -
         yield from stream.add(f"{folder}/{name}", content.chunks, content.compress, content.size)
         size = _image_size(content, record)
         if size is None:
-            _count(tally, False)
             continue
         for path, body in on_image(split, name, record, size):
             yield from stream.add(path, [body], compress=True, size=len(body))
-        _count(tally, True)
 
 
-def _yolo(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
+def _yolo(stream: ZipStream, plan: Plan) -> Iterator[bytes]:
     import yaml
 
     classes = {name: index for index, name in enumerate(plan.labels)}
@@ -365,7 +346,7 @@ def _yolo(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
         stem = name.rpartition(".")[0] or name
         return [(f"labels/{split}/{stem}.txt", ("\n".join(lines) + "\n").encode())]
 
-    yield from _box_items(stream, plan, tally, on_image)
+    yield from _box_items(stream, plan, on_image)
     folders: dict[str, list[str]] = {}
     for split in splits:
         key = YOLO_KEYS.get(split.lower(), split)
@@ -381,7 +362,7 @@ def _yolo(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
     yield from stream.add("data.yaml", [body], compress=True, size=len(body))
 
 
-def _coco(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
+def _coco(stream: ZipStream, plan: Plan) -> Iterator[bytes]:
     categories = [{"id": n + 1, "name": name} for n, name in enumerate(plan.labels)]
     ids = {name: n + 1 for n, name in enumerate(plan.labels)}
     with ExitStack() as stack:
@@ -419,7 +400,7 @@ def _coco(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
                 )
             return []
 
-        yield from _box_items(stream, plan, tally, on_image)
+        yield from _box_items(stream, plan, on_image)
         tail = json.dumps(categories).encode()
         for split, (images, annotations) in spools.items():
 
@@ -432,14 +413,8 @@ def _coco(stream: ZipStream, plan: Plan, tally: Tally) -> Iterator[bytes]:
             yield from stream.add(f"annotations/instances_{split}.json", parts(), compress=True)
 
 
-def _append(spool: IO[bytes], value: dict[str, Any]) -> None:
+def _append(spool: IO[bytes], value: Any) -> None:
+    """A value of a JSON list written to a spool, after a comma but the first."""
     if spool.tell():
         spool.write(b",\n")
     spool.write(json.dumps(value, ensure_ascii=False).encode())
-
-
-def _count(tally: Tally, written: bool) -> None:
-    if written:
-        tally.written += 1
-    else:
-        tally.left_out += 1

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select, tuple_
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
 from shared.models import Annotation, DatasetItem, DatasetSplit, Label, item_splits
+from shared.services.scope import after_row
 
 PAGE = 500
 
@@ -101,7 +102,7 @@ def _page(
             )
         )
     if cursor is not None:
-        query = query.where(tuple_(DatasetItem.created_at, DatasetItem.id) > tuple_(*cursor))
+        query = query.where(after_row(DatasetItem, cursor))
     items = session.scalars(query.order_by(DatasetItem.created_at, DatasetItem.id).limit(PAGE))
     page = {
         item.id: Record(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import exists, func, select, tuple_
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
@@ -29,16 +29,14 @@ from shared.models import (
     PostProcessorJob,
     item_splits,
 )
-from shared.services.jobs import enqueue_after_commit
+from shared.services.jobs import LIVE, add_jobs
 from shared.services.postprocessors import get_post_processor
-from shared.services.scope import get_child, get_version
-from shared.settings import get_settings
+from shared.services.scope import after_row, get_child, get_version
 
 BATCH = 500
 # The last item a batch looked at: its place in the items' order.
 Cursor = tuple[datetime, uuid.UUID]
 Which = Literal["all", "without_completed"]
-LIVE = (JobStatus.PENDING.value, JobStatus.PROCESSING.value)
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def run(
     while limit is None or seen < limit:
         size = BATCH if limit is None else min(BATCH, limit - seen)
         with session_scope() as session:
-            post_processor = _checked(session, user_id, dataset_id, post_processor_id, chosen)
+            post_processor = _still_there(session, post_processor_id)
             cursor, looked_at, created, skipped = _batch(
                 session, post_processor, chosen, cursor, size
             )
@@ -94,7 +92,7 @@ def run(
             return outcome
     outcome.next = _write_cursor(cursor)
     with session_scope() as session:
-        post_processor = _checked(session, user_id, dataset_id, post_processor_id, chosen)
+        post_processor = _still_there(session, post_processor_id)
         outcome.remaining = _count_after(session, post_processor, chosen, cursor)
     return outcome
 
@@ -106,12 +104,8 @@ def _count_after(
         select(func.count()).select_from(DatasetItem).where(*_conditions(post_processor, chosen))
     )
     if cursor is not None:
-        query = query.where(_after(cursor))
+        query = query.where(after_row(DatasetItem, cursor))
     return session.scalar(query) or 0
-
-
-def _after(cursor: Cursor) -> Any:
-    return tuple_(DatasetItem.created_at, DatasetItem.id) > tuple_(*cursor)
 
 
 def _batch(
@@ -129,7 +123,7 @@ def _batch(
         .with_for_update(of=DatasetItem)
     )
     if cursor is not None:
-        query = query.where(_after(cursor))
+        query = query.where(after_row(DatasetItem, cursor))
     rows = session.execute(query).all()
     if not rows:
         return cursor, 0, 0, 0
@@ -148,24 +142,20 @@ def _batch(
             )
         )
     )
-    max_attempts = get_settings().job_max_attempts
-    created = [
-        PostProcessorJob(
-            post_processor_id=post_processor.id,
-            dataset_item_id=item_id,
-            dataset_id=post_processor.dataset_id,
-            user_id=post_processor.user_id,
-            max_attempts=max_attempts,
-        )
-        for item_id in ids
-        if item_id not in live
-    ]
-    session.add_all(created)
-    session.flush()
-    for job in created:
-        enqueue_after_commit(session, job, post_processor)
+    created = add_jobs(
+        session, [(post_processor, item_id) for item_id in ids if item_id not in live]
+    )
     last = rows[-1]
     return (last.created_at, last.id), len(rows), len(created), len(live)
+
+
+def _still_there(session: Session, post_processor_id: uuid.UUID) -> PostProcessor:
+    """The post-processor `_checked` found, unless deleted since (one query
+    a batch, not the checks again)."""
+    post_processor = session.get(PostProcessor, post_processor_id)
+    if post_processor is None:
+        raise NotFound("Post-processor not found.")
+    return post_processor
 
 
 def _checked(

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from shared import filekinds
 from shared.db import after_commit, session_scope, upsert_insert
+from shared.filekinds import FileKind
 from shared.models import DatasetItem, FileRemoval, utcnow
-from shared.storage import get_storage
+from shared.storage import StagedFile, get_storage
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 # Keys per statement, far below any database's limit on bound parameters.
@@ -27,6 +34,24 @@ BATCH = 500
 # Files deleted before the request (or task) that dropped their rows ends;
 # more, and they go in a thread, not to hold up its answer.
 AT_ONCE = 20
+
+
+async def attach_staged(
+    chunks: AsyncIterator[bytes], limit: int, attach: Callable[[StagedFile, FileKind], T]
+) -> T:
+    """An upload's bytes staged in storage, told apart by kind, and handed
+    in a thread to `attach`, which makes them a row's file. Whatever fails
+    on the way (the kind refused, `attach` raising, the request cancelled),
+    the staged file is removed: no file is left that no row names."""
+    staged = await get_storage().stage(chunks, limit)
+    try:
+        kind = filekinds.detect(staged.head)
+        return await anyio.to_thread.run_sync(attach, staged, kind)
+    except BaseException:
+        # Shielded: a request cut off here must still not leave the file.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(remove_now_or_later, staged.key)
+        raise
 
 
 def delete_after_commit(session: Session, keys: Iterable[str]) -> None:

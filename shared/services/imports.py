@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 import zipfile
 import zlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import filekinds
 from shared.db import session_scope
 from shared.errors import AppError
 from shared.exchange.imports import Archive, Entry
@@ -29,7 +27,7 @@ from shared.models import Annotation, DatasetSplit, DatasetVersion, Label
 from shared.schemas import ItemCreate, SplitRef
 from shared.services import files, items
 from shared.services.scope import get_version
-from shared.storage import StagedFile, get_storage
+from shared.storage import StagedFile, read_chunks
 
 CHUNK = 1024 * 1024
 # A text file's content becomes the item's text too, up to this size.
@@ -75,37 +73,30 @@ async def import_entry(target: Target, archive: Archive, entry: Entry, report: R
     if reason:
         report.refused.append(Refusal(entry.where, reason))
         return
-    staged = None
+    member = entry.member
     try:
-        kind = None
-        text = entry.text
-        if entry.member is not None and entry.text_only:
-            if entry.member.file_size > TEXT_BYTES:
-                raise AppError(f"a text of {entry.member.file_size} bytes, over {TEXT_BYTES}")
-            text = await anyio.to_thread.run_sync(_text_of, archive.zip, entry.member)
-        elif entry.member is not None:
-            staged = await get_storage().stage(_chunks(archive.zip, entry.member), archive.limit)
-            kind = filekinds.detect(staged.head)
-            if kind.family == "text" and not text and staged.size <= TEXT_BYTES:
-                text = await anyio.to_thread.run_sync(_text_of, archive.zip, entry.member)
-        try:
-            await anyio.to_thread.run_sync(_store, target, entry, text, staged, kind)
-        except IntegrityError:
-            # A split or label known to this import was deleted meanwhile:
-            # looked up again, once.
-            target.splits.clear()
-            target.labels.clear()
-            await anyio.to_thread.run_sync(_store, target, entry, text, staged, kind)
+        if member is None or entry.text_only:
+            text = entry.text
+            if member is not None:
+                if member.file_size > TEXT_BYTES:
+                    raise AppError(f"a text of {member.file_size} bytes, over {TEXT_BYTES}")
+                text = await anyio.to_thread.run_sync(_text_of, archive.zip, member)
+            await anyio.to_thread.run_sync(_store_again_once, target, entry, text, None, None)
+        else:
+
+            def attach(staged: StagedFile, kind: FileKind) -> None:
+                text = entry.text
+                if kind.family == "text" and not text and staged.size <= TEXT_BYTES:
+                    text = _text_of(archive.zip, member)
+                _store_again_once(target, entry, text, staged, kind)
+
+            # Read (and inflated) in a thread a chunk at a time; staging stops
+            # past the limit, whatever size the member claims.
+            with archive.zip.open(member) as stream:
+                await files.attach_staged(read_chunks(stream, CHUNK), archive.limit, attach)
     except (AppError, ValidationError, DataError, IntegrityError, *_UNREADABLE) as error:
-        if staged is not None:
-            await anyio.to_thread.run_sync(files.remove_now_or_later, staged.key)
         report.refused.append(Refusal(entry.where, _reason(error)))
         return
-    except BaseException:
-        if staged is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(files.remove_now_or_later, staged.key)
-        raise
     report.imported += 1
     if entry.member is not None:
         target.used[entry.member.filename] = entry.where
@@ -128,16 +119,21 @@ def _reason(error: BaseException) -> str:
     return f"cannot be read from the zip ({error})"
 
 
-async def _chunks(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> AsyncIterator[bytes]:
-    # Read (and inflated) in a thread; stage stops past the limit, whatever
-    # size the member claims.
-    with archive.open(member) as stream:
-        while chunk := await anyio.to_thread.run_sync(stream.read, CHUNK):
-            yield chunk
-
-
 def _text_of(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> str:
     return archive.read(member).decode("utf-8", "replace")
+
+
+def _store_again_once(
+    target: Target, entry: Entry, text: str, staged: StagedFile | None, kind: FileKind | None
+) -> None:
+    try:
+        _store(target, entry, text, staged, kind)
+    except IntegrityError:
+        # A split or label known to this import was deleted meanwhile:
+        # looked up again, once.
+        target.splits.clear()
+        target.labels.clear()
+        _store(target, entry, text, staged, kind)
 
 
 def _store(
@@ -188,10 +184,11 @@ def _store(
 
 
 def _lock(session: Session, target: Target) -> None:
-    """The version, checked as the caller's and locked: imports into it one
-    at a time make each split or label name once."""
+    """The version locked, and checked as the caller's (from the row just
+    read): imports into it one at a time make each split or label name
+    once."""
+    session.get(DatasetVersion, target.version_id, with_for_update=True)
     get_version(session, target.user_id, target.dataset_id, target.version_id)
-    session.get(DatasetVersion, target.version_id, with_for_update=True, populate_existing=True)
 
 
 def _split(session: Session, target: Target, name: str, made: dict[str, uuid.UUID]) -> uuid.UUID:

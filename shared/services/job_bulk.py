@@ -90,25 +90,14 @@ def retry_failed(
         )
         .execution_options(synchronize_session=False)
     ).all()
-    skipped = session.scalar(
-        select(func.count())
-        .select_from(PostProcessorJob)
-        .where(
-            *matching,
-            PostProcessorJob.status == JobStatus.FAILED.value,
-            PostProcessorJob.attempts >= cap,
-        )
-    )
-    busy = session.scalar(
-        select(func.count())
-        .select_from(PostProcessorJob)
-        .where(
-            *matching,
-            PostProcessorJob.status == JobStatus.FAILED.value,
-            PostProcessorJob.attempts < cap,
-            beside_live(),
-        )
-    )
+    # Of the matched jobs still failed: those without an attempt left, and
+    # those left beside a live one, counted in one pass.
+    skipped, busy = session.execute(
+        select(
+            func.count().filter(PostProcessorJob.attempts >= cap),
+            func.count().filter(PostProcessorJob.attempts < cap, beside_live()),
+        ).where(*matching, PostProcessorJob.status == JobStatus.FAILED.value)
+    ).one()
     if retried:
         post_processors = {
             row.id: row

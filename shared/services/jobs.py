@@ -71,20 +71,28 @@ def create_jobs_for_upload(session: Session, item: DatasetItem) -> list[PostProc
         .where(PostProcessor.dataset_id == item.dataset_id, PostProcessor.enabled.is_(True))
         .order_by(PostProcessor.order, PostProcessor.created_at)
     ).all()
+    return add_jobs(session, [(post_processor, item.id) for post_processor in post_processors])
+
+
+def add_jobs(
+    session: Session, wanted: Sequence[tuple[PostProcessor, uuid.UUID]]
+) -> list[PostProcessorJob]:
+    """A pending job of each post-processor for its item, each enqueued
+    when the transaction commits."""
     max_attempts = get_settings().job_max_attempts
     created = [
         PostProcessorJob(
             post_processor_id=post_processor.id,
-            dataset_item_id=item.id,
-            dataset_id=item.dataset_id,
-            user_id=item.user_id,
+            dataset_item_id=item_id,
+            dataset_id=post_processor.dataset_id,
+            user_id=post_processor.user_id,
             max_attempts=max_attempts,
         )
-        for post_processor in post_processors
+        for post_processor, item_id in wanted
     ]
     session.add_all(created)
     session.flush()
-    for job, post_processor in zip(created, post_processors, strict=True):
+    for job, (post_processor, _item_id) in zip(created, wanted, strict=True):
         enqueue_after_commit(session, job, post_processor)
     return created
 

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared.errors import NotFound
@@ -40,6 +40,13 @@ def reloaded(session: Session, model: type[Row], row_id: uuid.UUID, *load: Any) 
     session.expire_all()
     key = model.id  # type: ignore[attr-defined]  # every table's primary key
     return session.scalars(select(model).where(key == row_id).options(*load)).one()
+
+
+def after_row(model: Any, last: tuple[Any, Any]) -> Any:
+    """Rows after `last` (a row's `created_at` and `id`) in the order
+    (created_at, id): a keyset page's condition, which the index on that
+    order serves however deep the page."""
+    return tuple_(model.created_at, model.id) > tuple_(*last)
 
 
 def get_dataset(session: Session, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Dataset:

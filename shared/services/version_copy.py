@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Select, func, insert, select, tuple_
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import (
@@ -28,10 +28,9 @@ from shared.models import (
     utcnow,
 )
 from shared.services.datasets import load_version
-from shared.services.scope import get_version
+from shared.services.scope import after_row, get_version
 from shared.services.states import state_id
 
-Child = TypeVar("Child", DatasetSplit, Label)
 BATCH = 1000
 # Columns that are the row's own and not copied as they are.
 _OWN = {"id", "created_at", "updated_at"}
@@ -51,31 +50,43 @@ def duplicate_version(
     )
     session.add(copy)
     session.flush()
-    splits = _copy_rows(session, DatasetSplit, DatasetSplit.version_id == version_id, copy.id)
-    labels = _copy_rows(session, Label, Label.version_id == version_id, copy.id)
-    if source.default_split:
-        copy.default_split = str(splits.get(uuid.UUID(source.default_split), ""))
-    # Written now: reading the rows page by page lets go of every object.
-    session.flush()
-    items = _copy_items(session, version_id, copy.id)
+    # Read now: copying the rows page by page lets go of every object.
+    copy_id, default_split = copy.id, source.default_split
+    splits = _copy_rows(
+        session,
+        select(DatasetSplit).where(DatasetSplit.version_id == version_id),
+        DatasetSplit,
+        copy_id,
+    )
+    labels = _copy_rows(
+        session, select(Label).where(Label.version_id == version_id), Label, copy_id
+    )
+    if default_split:
+        session.execute(
+            update(DatasetVersion)
+            .where(DatasetVersion.id == copy_id)
+            .values(default_split=str(splits.get(uuid.UUID(default_split), "")))
+        )
+    items = _copy_items(session, version_id, copy_id)
     _copy_memberships(session, items, splits)
-    _copy_annotations(session, version_id, copy.id, items, labels, splits)
-    _copy_states(session, version_id, copy.id, items)
+    _copy_annotations(session, version_id, copy_id, items, labels, splits)
+    _copy_states(session, version_id, copy_id, items)
     session.flush()
-    return load_version(session, user_id, dataset_id, copy.id)
+    return load_version(session, user_id, dataset_id, copy_id)
 
 
 def _copy_rows(
-    session: Session, model: type[Child], where: Any, version_id: uuid.UUID
+    session: Session, query: Select[Any], model: type[Any], copy_id: uuid.UUID
 ) -> dict[uuid.UUID, uuid.UUID]:
-    """A version's splits or labels copied into another: old id -> new id."""
+    """The rows `query` picks (splits, labels or items), in their order,
+    copied into the version `copy_id`: old id -> new id."""
     mapping: dict[uuid.UUID, uuid.UUID] = {}
-    rows = []
-    for row in session.scalars(select(model).where(where).order_by(model.created_at, model.id)):
-        new_id = uuid.uuid4()
-        mapping[row.id] = new_id
-        rows.append({**_columns(row), "id": new_id, "version_id": version_id})
-    _insert(session, model, rows)
+    for batch in _pages(session, query, model):
+        rows = []
+        for row in batch:
+            new_id = mapping[row.id] = uuid.uuid4()
+            rows.append({**_columns(row), "id": new_id, "version_id": copy_id})
+        _insert(session, model, rows)
     return mapping
 
 
@@ -85,16 +96,8 @@ def _copy_items(
     """The items, in their order (the copy lists them as the source does);
     locked against a delete or a new file meanwhile, whose removal of the
     old file would not see this copy's rows yet."""
-    mapping: dict[uuid.UUID, uuid.UUID] = {}
     query = select(DatasetItem).where(DatasetItem.version_id == version_id)
-    for batch in _pages(session, query.with_for_update(read=True), DatasetItem):
-        rows = []
-        for item in batch:
-            new_id = uuid.uuid4()
-            mapping[item.id] = new_id
-            rows.append({**_columns(item), "id": new_id, "version_id": copy_id})
-        _insert(session, DatasetItem, rows)
-    return mapping
+    return _copy_rows(session, query.with_for_update(read=True), DatasetItem, copy_id)
 
 
 def _copy_memberships(
@@ -180,7 +183,7 @@ def _pages(session: Session, query: Select[Any], model: Any) -> Iterator[Sequenc
     while True:
         page = query.order_by(model.created_at, model.id).limit(BATCH)
         if last is not None:
-            page = page.where(tuple_(model.created_at, model.id) > tuple_(*last))
+            page = page.where(after_row(model, last))
         rows = session.scalars(page).all()
         if not rows:
             return

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import IO, TYPE_CHECKING, BinaryIO, Protocol
 
 from shared.errors import StorageUnavailable
 
@@ -66,7 +66,7 @@ class Storage(Protocol):
         ...
 
 
-async def read_chunks(stream: BinaryIO, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+async def read_chunks(stream: IO[bytes], size: int = 1024 * 1024) -> AsyncIterator[bytes]:
     """A file's bytes as chunks for `stage` or a streamed answer, each read
     in a thread: on an object store, reading is a request."""
     import anyio.to_thread

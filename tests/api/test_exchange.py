@@ -270,7 +270,7 @@ def test_bad_entries_are_refused_by_name_and_the_good_ones_imported(client, monk
 
     report = ok(upload_zip(client, target, "yolo", out.getvalue()))
 
-    reasons = {refusal["entry"]: refusal["reason"] for refusal in report["refused"]}
+    reasons = refusals(report)
     assert report["imported"] == 1
     assert "class 3 is not in data.yaml's names" in reasons["images/train/unknown.png"]
     assert "a box outside the image" in reasons["images/train/outside.png"]
