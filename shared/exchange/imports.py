@@ -335,6 +335,7 @@ def _yolo(archive: Archive) -> Iterator[Entry]:
     used = {"data.yaml"}
     for found in _files(archive):
         if isinstance(found, Entry):
+            used.add(found.where)  # said here, not again by _stray
             yield found
             continue
         parts = found.filename.split("/")
